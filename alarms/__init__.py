@@ -1,0 +1,1 @@
+"""Alarm rules, state machine, supervisor and dispatcher."""

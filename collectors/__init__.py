@@ -1,0 +1,1 @@
+"""Data collectors, processing, the monitoring dispatcher and the simulators."""

@@ -1,0 +1,1 @@
+"""Configuration Database: the system's configuration model, YAML loading and validation."""

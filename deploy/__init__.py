@@ -1,0 +1,1 @@
+"""Composition root: the skyops command line, service wiring and server install scripts."""

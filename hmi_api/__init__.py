@@ -1,0 +1,1 @@
+"""The HMI: GraphQL, REST, metrics and the operator web page."""

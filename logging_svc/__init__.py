@@ -1,0 +1,1 @@
+"""Log intake, priority filters, log consumer and log queries."""

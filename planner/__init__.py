@@ -1,0 +1,1 @@
+"""OB store, observability, the night scheduler, re-planning and reports."""

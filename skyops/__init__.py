@@ -1,0 +1,1 @@
+"""Shared kernel: record types, settings, the bus and the archive port with its adapters."""
