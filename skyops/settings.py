@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PLACEHOLDER_SECRET = "change-me"  # noqa: S105 - a known placeholder that is refused outside development
+PLACEHOLDER_SECRET = "change-me"
 
 
 class Settings(BaseSettings):

@@ -1,0 +1,382 @@
+"""The distributed archive on Apache Cassandra: prepared statements, bounded concurrency, no cross-partition batches."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+from cassandra import ConsistencyLevel
+from cassandra.cluster import Cluster, ResponseFuture, Session
+from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+from cassandra.query import PreparedStatement
+
+from skyops.archive.binning import Aggregates, Resolution
+from skyops.archive.blocks import Chunk
+from skyops.archive.port import (
+    AGGREGATE_TTL,
+    HOUR_US,
+    LOG_SHARDS,
+    Archive,
+    LogPage,
+    LogQuery,
+    RetentionClass,
+    day_range,
+    hours_between,
+    log_record_id,
+    page_logs,
+)
+from skyops.archive.sqlite import _AGG_COLS, aggregates_from_rows, alarm_from_row, latest_sample, log_from_row
+from skyops.errors import BackendUnavailableError
+from skyops.records import AlarmEvent, LogRecord, Sample, SampleBatch
+from skyops.timeutil import US_PER_DAY, US_PER_S, from_us, to_us
+
+log = logging.getLogger(__name__)
+
+# TimeWindowCompactionStrategy: SSTables hold one day of data each, so whole files expire with the TTL.
+TWCS = ("{'class': 'TimeWindowCompactionStrategy', 'compaction_window_unit': 'DAYS', "
+        "'compaction_window_size': 1}")
+_AGG_DEFS = ", ".join(
+    f"{c} {'double' if c in {'vmin', 'vmax', 'vsum', 'vsumsq', 'first', 'last'} else 'bigint'}"
+    for c in _AGG_COLS
+)
+
+
+def _year(us: int) -> int:
+    return from_us(us).year
+
+
+class CassandraArchive(Archive):
+    """Archive adapter for the distributed mode, on the tables of DESIGN §4.
+
+    Timestamps are `bigint` microseconds: Cassandra's `timestamp` type keeps only milliseconds and the
+    archive promises an exact round trip.
+    """
+
+    def __init__(
+        self,
+        hosts: Sequence[str],
+        *,
+        port: int = 9042,
+        keyspace: str = "skyops",
+        replication_factor: int = 1,
+        connect_timeout: float = 10.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.hosts = list(hosts)
+        self.port = port
+        self.keyspace = keyspace
+        self.replication_factor = replication_factor
+        self.connect_timeout = connect_timeout
+        self._cluster: Cluster | None = None
+        self._session: Session | None = None
+        self._ps: dict[str, PreparedStatement] = {}
+        self._sem = asyncio.Semaphore(self._max_in_flight)
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    async def open(self) -> None:
+        if self._session is not None:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            self._session = await loop.run_in_executor(None, self._connect)
+        except Exception as exc:
+            raise BackendUnavailableError(f"cannot reach Cassandra at {self.hosts}:{self.port}: {exc}") from exc
+        await loop.run_in_executor(None, self._create_schema)
+
+    def _connect(self) -> Session:
+        self._cluster = Cluster(
+            self.hosts,
+            port=self.port,
+            load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
+            connect_timeout=self.connect_timeout,
+            protocol_version=5,
+        )
+        session = self._cluster.connect()
+        session.default_consistency_level = ConsistencyLevel.LOCAL_QUORUM
+        session.default_timeout = 30.0
+        return session
+
+    def _create_schema(self) -> None:
+        s = self._session
+        assert s is not None
+        ks = self.keyspace
+        s.execute(
+            f"CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = "
+            f"{{'class': 'SimpleStrategy', 'replication_factor': {self.replication_factor}}}"
+        )
+        for cls in self.retention.values():
+            s.execute(
+                f"CREATE TABLE IF NOT EXISTS {ks}.samples_{cls.name} (point text, day int, start_us bigint, "
+                f"chunk_id bigint, end_us bigint, n int, ts blob, kind blob, bits blob, quality blob, "
+                f"strings list<text>, PRIMARY KEY ((point, day), start_us, chunk_id)) "
+                f"WITH compaction = {TWCS} AND default_time_to_live = {int(cls.ttl.total_seconds())} "
+                f"AND gc_grace_seconds = 10800"
+            )
+        s.execute(f"CREATE TABLE IF NOT EXISTS {ks}.agg_1m (point text, day int, bucket_us bigint, {_AGG_DEFS}, "
+                  f"PRIMARY KEY ((point, day), bucket_us)) WITH compaction = {TWCS}")
+        s.execute(f"CREATE TABLE IF NOT EXISTS {ks}.agg_1h (point text, year int, bucket_us bigint, {_AGG_DEFS}, "
+                  f"PRIMARY KEY ((point, year), bucket_us))")
+        s.execute(f"CREATE TABLE IF NOT EXISTS {ks}.latest (point text PRIMARY KEY, ts_us bigint, kind tinyint, "
+                  f"bits bigint, quality tinyint, str text)")
+        s.execute(
+            f"CREATE TABLE IF NOT EXISTS {ks}.logs (source text, hour bigint, shard tinyint, ts_us bigint, "
+            f"id bigint, level int, component text, host text, message text, attributes map<text, text>, "
+            f"trace_id text, ob_id text, PRIMARY KEY ((source, hour, shard), ts_us, id)) "
+            f"WITH CLUSTERING ORDER BY (ts_us DESC, id DESC) AND compaction = {TWCS}"
+        )
+        s.execute(f"CREATE TABLE IF NOT EXISTS {ks}.log_sources (bucket int, source text, "
+                  f"PRIMARY KEY (bucket, source))")
+        alarm_cols = ("ts_us bigint, seq bigint, action text, severity int, latched int, state text, "
+                      "acked boolean, user text, comment text, reason text, attributes map<text, text>")
+        s.execute(
+            f"CREATE TABLE IF NOT EXISTS {ks}.alarm_history_by_alarm (alarm_id text, year int, {alarm_cols}, "
+            f"PRIMARY KEY ((alarm_id, year), ts_us, seq)) WITH CLUSTERING ORDER BY (ts_us DESC, seq DESC)"
+        )
+        s.execute(
+            f"CREATE TABLE IF NOT EXISTS {ks}.alarm_history_by_day (day int, alarm_id text, {alarm_cols}, "
+            f"PRIMARY KEY ((day), ts_us, alarm_id, seq)) "
+            f"WITH CLUSTERING ORDER BY (ts_us DESC, alarm_id DESC, seq DESC)"
+        )
+        self._prepare()
+
+    def _prepare(self) -> None:
+        s = self._session
+        assert s is not None
+        ks = self.keyspace
+        q: dict[str, str] = {}
+        for cls in self.retention.values():
+            t = f"{ks}.samples_{cls.name}"
+            q[f"chunk_w_{cls.name}"] = (f"INSERT INTO {t} (point, day, start_us, chunk_id, end_us, n, ts, kind, bits, "
+                                        f"quality, strings) VALUES (?,?,?,?,?,?,?,?,?,?,?) USING TTL ?")
+            q[f"chunk_r_{cls.name}"] = (f"SELECT point, day, start_us, end_us, chunk_id, n, ts, kind, bits, quality, "
+                                        f"strings FROM {t} WHERE point = ? AND day = ? AND start_us >= ? "
+                                        f"AND start_us < ?")
+        cols = ", ".join(_AGG_COLS)
+        marks = ",".join("?" * len(_AGG_COLS))
+        q["agg_w_1m"] = f"INSERT INTO {ks}.agg_1m (point, day, bucket_us, {cols}) VALUES (?,?,?,{marks}) USING TTL ?"
+        q["agg_w_1h"] = f"INSERT INTO {ks}.agg_1h (point, year, bucket_us, {cols}) VALUES (?,?,?,{marks})"
+        q["agg_r_1m"] = (f"SELECT bucket_us, {cols} FROM {ks}.agg_1m WHERE point = ? AND day = ? "
+                         f"AND bucket_us >= ? AND bucket_us < ?")
+        q["agg_r_1h"] = (f"SELECT bucket_us, {cols} FROM {ks}.agg_1h WHERE point = ? AND year = ? "
+                         f"AND bucket_us >= ? AND bucket_us < ?")
+        # USING TIMESTAMP = the sample's own time: Cassandra's last-write-wins keeps the newest sample
+        # whatever order dispatchers write in, and a replay cannot move `latest` backwards.
+        q["latest_w"] = (f"INSERT INTO {ks}.latest (point, ts_us, kind, bits, quality, str) VALUES (?,?,?,?,?,?) "
+                         f"USING TIMESTAMP ?")
+        q["latest_r"] = f"SELECT point, ts_us, kind, bits, quality, str FROM {ks}.latest WHERE point = ?"
+        q["latest_all"] = f"SELECT point, ts_us, kind, bits, quality, str FROM {ks}.latest"
+        q["log_w"] = (f"INSERT INTO {ks}.logs (source, hour, shard, ts_us, id, level, component, host, message, "
+                      f"attributes, trace_id, ob_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)")
+        q["log_src_w"] = f"INSERT INTO {ks}.log_sources (bucket, source) VALUES (0, ?)"
+        q["log_src_r"] = f"SELECT source FROM {ks}.log_sources WHERE bucket = 0"
+        log_cols = "ts_us, id, level, source, component, host, message, attributes, trace_id, ob_id"
+        q["log_r_desc"] = (f"SELECT {log_cols} FROM {ks}.logs WHERE source = ? AND hour = ? AND shard = ? "
+                           f"AND ts_us >= ? AND ts_us < ? ORDER BY ts_us DESC, id DESC")
+        q["log_r_asc"] = (f"SELECT {log_cols} FROM {ks}.logs WHERE source = ? AND hour = ? AND shard = ? "
+                          f"AND ts_us >= ? AND ts_us < ? ORDER BY ts_us ASC, id ASC")
+        acols = "ts_us, seq, action, severity, latched, state, acked, user, comment, reason, attributes"
+        q["alarm_w_id"] = (f"INSERT INTO {ks}.alarm_history_by_alarm (alarm_id, year, {acols}) "
+                           f"VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)")
+        q["alarm_w_day"] = (f"INSERT INTO {ks}.alarm_history_by_day (day, alarm_id, {acols}) "
+                            f"VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)")
+        q["alarm_r_id"] = (f"SELECT alarm_id, {acols} FROM {ks}.alarm_history_by_alarm WHERE alarm_id = ? "
+                           f"AND year = ? AND ts_us >= ? AND ts_us < ? LIMIT ?")
+        q["alarm_r_day"] = (f"SELECT alarm_id, {acols} FROM {ks}.alarm_history_by_day WHERE day = ? "
+                            f"AND ts_us >= ? AND ts_us < ? LIMIT ?")
+        self._ps = {name: s.prepare(text) for name, text in q.items()}
+
+    async def close(self) -> None:
+        if self._cluster is not None:
+            cluster, self._cluster, self._session = self._cluster, None, None
+            await asyncio.get_running_loop().run_in_executor(None, cluster.shutdown)
+
+    async def drop_keyspace(self) -> None:
+        """Remove every table of this keyspace (tests and benchmarks use throw-away keyspaces)."""
+        await self._run(f"DROP KEYSPACE IF EXISTS {self.keyspace}", ())
+
+    # --- driver bridge ------------------------------------------------------------------------
+    async def _run(self, stmt: PreparedStatement | str, params: Sequence[Any]) -> list[Any]:
+        """Execute one statement on the driver's event loop and collect every page of rows."""
+        session = self._session
+        if session is None:
+            raise RuntimeError("the archive is not open")
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[list[Any]] = loop.create_future()
+        rows: list[Any] = []
+        async with self._sem:
+            fut: ResponseFuture = session.execute_async(stmt, params)
+
+            def on_page(page: list[Any]) -> None:
+                rows.extend(page)
+                if fut.has_more_pages:
+                    fut.start_fetching_next_page()
+                else:
+                    loop.call_soon_threadsafe(_settle, done, rows, None)
+
+            def on_error(exc: BaseException) -> None:
+                loop.call_soon_threadsafe(_settle, done, None, exc)
+
+            fut.add_callbacks(on_page, on_error)
+            return await done
+
+    async def _run_all(self, name: str, param_rows: Sequence[Sequence[Any]]) -> None:
+        """One statement over many rows, each its own request, at most `max_in_flight` at a time."""
+        ps = self._ps[name]
+        await asyncio.gather(*(self._run(ps, p) for p in param_rows))
+
+    # --- samples ------------------------------------------------------------------------------
+    async def _write_chunks(self, cls: RetentionClass, chunks: Sequence[Chunk]) -> None:
+        ttl_s = int(cls.ttl.total_seconds())
+        now_us = _wall_us()
+        rows = []
+        for c in chunks:
+            # Expire with the samples' own age, not the write time: a backlog written late still
+            # leaves on schedule, and TWCS drops whole SSTables.
+            remaining = ttl_s - (now_us - c.end_us) // US_PER_S
+            if remaining <= 0:
+                log.warning("dropping %d samples of %s older than the %s retention", c.n, c.point, cls.name)
+                continue
+            rows.append((c.point, c.day, c.start_us, c.chunk_id, c.end_us, c.n, c.ts, c.kind, c.bits, c.quality,
+                         list(c.strings), int(min(remaining, ttl_s))))
+        await self._run_all(f"chunk_w_{cls.name}", rows)
+
+    async def _read_chunks(self, cls: RetentionClass, point: str, start_us: int, end_us: int) -> list[Chunk]:
+        lo = start_us - start_us % (cls.block_seconds * US_PER_S)
+        ps = self._ps[f"chunk_r_{cls.name}"]
+        pages = await asyncio.gather(
+            *(self._run(ps, (point, day, max(lo, day * US_PER_DAY), min(end_us, (day + 1) * US_PER_DAY)))
+              for day in day_range(lo, end_us))
+        )
+        return [
+            Chunk(point=r[0], day=r[1], start_us=r[2], end_us=r[3], chunk_id=r[4], n=r[5], ts=r[6], kind=r[7],
+                  bits=r[8], quality=r[9], strings=tuple(r[10] or ()))
+            for page in pages for r in page
+        ]
+
+    async def _write_latest(self, latest: Sequence[Sample]) -> None:
+        rows = []
+        for s in latest:
+            b = SampleBatch.from_samples([s])
+            ts = int(b.ts_us[0])
+            rows.append((s.point, ts, int(b.kind[0]), int(b.bits[0]), int(s.quality),
+                         s.value if isinstance(s.value, str) else None, ts))
+        await self._run_all("latest_w", rows)
+
+    async def _read_latest(self, points: Sequence[str] | None) -> list[Sample]:
+        if points is None:
+            rows = await self._run(self._ps["latest_all"], ())
+        else:
+            pages = await asyncio.gather(*(self._run(self._ps["latest_r"], (p,)) for p in points))
+            rows = [r for page in pages for r in page]
+        return [latest_sample(*r) for r in rows if r[1] is not None]
+
+    async def _write_aggregates(self, res: Resolution, point: str, rows: Aggregates) -> None:
+        cols = [getattr(rows, c).tolist() for c in _AGG_COLS]
+        ttl = AGGREGATE_TTL[res]
+        params = []
+        for i, bucket in enumerate(rows.bucket_us.tolist()):
+            part = bucket // US_PER_DAY if res is Resolution.MINUTE else _year(bucket)
+            vals = [col[i] for col in cols]
+            extra = [] if ttl is None else [int(ttl.total_seconds())]
+            params.append((point, part, bucket, *vals, *extra))
+        await self._run_all(f"agg_w_{res.value}", params)
+
+    async def _read_aggregates(self, res: Resolution, point: str, start_us: int, end_us: int) -> Aggregates:
+        ps = self._ps[f"agg_r_{res.value}"]
+        if res is Resolution.MINUTE:
+            parts = [(d, max(start_us, d * US_PER_DAY), min(end_us, (d + 1) * US_PER_DAY))
+                     for d in day_range(start_us, end_us)]
+        else:
+            parts = [(y, start_us, end_us) for y in range(_year(start_us), _year(end_us - 1) + 1)]
+        pages = await asyncio.gather(*(self._run(ps, (point, p, s, e)) for p, s, e in parts))
+        rows = sorted((tuple(r) for page in pages for r in page), key=lambda r: r[0])
+        return aggregates_from_rows(rows)
+
+    # --- logs ---------------------------------------------------------------------------------
+    async def write_logs(self, records: Sequence[LogRecord]) -> None:
+        rows = []
+        sources = set()
+        for r in records:
+            rid = log_record_id(r)
+            sources.add(r.source)
+            rows.append((r.source, r.ts_us // HOUR_US, rid % LOG_SHARDS, r.ts_us, rid, r.level, r.component,
+                         r.host, r.message, dict(r.attributes), r.trace_id, r.ob_id))
+        await self._run_all("log_src_w", [(s,) for s in sorted(sources)])
+        await self._run_all("log_w", rows)
+
+    async def log_sources(self) -> list[str]:
+        return sorted(r[0] for r in await self._run(self._ps["log_src_r"], ()))
+
+    async def query_logs(self, query: LogQuery) -> LogPage:
+        s, e = to_us(query.start), to_us(query.end)
+        sources = list(query.sources) if query.sources is not None else await self.log_sources()
+        hours = list(hours_between(s, e))
+        if query.newest_first:
+            hours.reverse()
+        ps = self._ps["log_r_desc" if query.newest_first else "log_r_asc"]
+        # Walk hour by hour in the query's order; within an hour merge every source and shard.
+        # Stop as soon as a page is full, so a narrow search never scans the whole range.
+        collected: list[tuple[int, int, LogRecord]] = []
+        for hour in hours:
+            lo, hi = max(s, hour * HOUR_US), min(e, (hour + 1) * HOUR_US)
+            pages = await asyncio.gather(
+                *(self._run(ps, (src, hour, shard, lo, hi)) for src in sources for shard in range(LOG_SHARDS))
+            )
+            streams: list[Iterator[tuple[int, int, LogRecord]]] = [
+                ((r[0], r[1], log_from_row(r)) for r in page) for page in pages if page
+            ]
+            merged = heapq.merge(*streams, key=lambda x: (x[0], x[1]), reverse=query.newest_first)
+            collected.extend(x for x in merged if query.matches(x[2]))
+            page = page_logs(collected, query)
+            if len(page.records) >= query.limit and page.next_cursor is not None:
+                return page
+        return page_logs(collected, query)
+
+    # --- alarms -------------------------------------------------------------------------------
+    async def write_alarm_events(self, events: Sequence[AlarmEvent]) -> None:
+        by_id, by_day = [], []
+        for ev in events:
+            common = (ev.ts_us, ev.seq, ev.action, int(ev.severity), int(ev.latched), ev.state, ev.acked, ev.user,
+                      ev.comment, ev.reason, dict(ev.attributes))
+            by_id.append((ev.alarm_id, ev.ts.year, *common))
+            by_day.append((ev.ts_us // US_PER_DAY, ev.alarm_id, *common))
+        await asyncio.gather(self._run_all("alarm_w_id", by_id), self._run_all("alarm_w_day", by_day))
+
+    async def alarm_history(
+        self, *, start: datetime, end: datetime, alarm_id: str | None = None, limit: int = 1000
+    ) -> list[AlarmEvent]:
+        s, e = to_us(start), to_us(end)
+        if alarm_id is not None:
+            years = range(_year(e - 1), _year(s) - 1, -1)
+            pages = [await self._run(self._ps["alarm_r_id"], (alarm_id, y, s, e, limit)) for y in years]
+        else:
+            pages = []
+            total = 0
+            for day in reversed(day_range(s, e)):
+                page = await self._run(self._ps["alarm_r_day"], (day, s, e, limit))
+                pages.append(page)
+                total += len(page)
+                if total >= limit:
+                    break
+        rows = [r for page in pages for r in page]
+        rows.sort(key=lambda r: (r[1], r[0], r[2]), reverse=True)
+        return [alarm_from_row(r) for r in rows[:limit]]
+
+
+def _settle(fut: asyncio.Future[list[Any]], rows: list[Any] | None, exc: BaseException | None) -> None:
+    if fut.done():
+        return
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(rows or [])
+
+
+def _wall_us() -> int:
+    # TTLs are a storage matter measured against the server's wall clock, not the injected domain clock.
+    return to_us(datetime.now().astimezone())

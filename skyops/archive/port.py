@@ -1,0 +1,371 @@
+"""The archive port: one interface for monitoring samples, aggregates, latest values, logs and alarm history."""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import base64
+import hashlib
+import logging
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from skyops.archive.binning import Aggregates, BinnedSeries, Resolution, aggregate, plan_bins, to_bins
+from skyops.archive.blocks import Chunk, check_block_seconds, chunk_batch, unpack
+from skyops.errors import InvalidRecordError, UnknownPointError
+from skyops.records import AlarmEvent, LogRecord, Sample, SampleBatch, check_point_name
+from skyops.timeutil import US_PER_DAY, US_PER_S, from_us, to_us
+
+log = logging.getLogger(__name__)
+
+HOUR_US = 3600 * US_PER_S
+LOG_SHARDS = 4
+
+
+class RetentionClass(BaseModel):
+    """How long raw samples of a class of points are kept, and the length of their packed blocks."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,30}$")
+    ttl: timedelta = Field(description="raw samples expire after this long")
+    block_seconds: int = Field(default=60, description="one packed row per point per block")
+
+    @field_validator("block_seconds")
+    @classmethod
+    def _divides_day(cls, v: int) -> int:
+        return check_block_seconds(v)
+
+    @field_validator("ttl")
+    @classmethod
+    def _positive(cls, v: timedelta) -> timedelta:
+        if v <= timedelta(0):
+            raise ValueError("retention must be positive")
+        return v
+
+
+DEFAULT_RETENTION: tuple[RetentionClass, ...] = (
+    RetentionClass(name="short", ttl=timedelta(days=7), block_seconds=10),
+    RetentionClass(name="standard", ttl=timedelta(days=90), block_seconds=60),
+    RetentionClass(name="long", ttl=timedelta(days=3650), block_seconds=60),
+)
+AGGREGATE_TTL = {Resolution.MINUTE: timedelta(days=400), Resolution.HOUR: None}
+
+
+def log_record_id(r: LogRecord) -> int:
+    """A content digest: a replayed log record lands on its own row instead of a new one."""
+    h = hashlib.blake2b(digest_size=8)
+    for part in (str(r.ts_us), r.source, r.component, r.host, str(r.level), r.message):
+        h.update(part.encode("utf-8", "surrogatepass"))
+        h.update(b"\x1f")
+    return int.from_bytes(h.digest(), "little", signed=True)
+
+
+@dataclass(frozen=True)
+class LogQuery:
+    """What the log search asks for; every filter is optional except the time range."""
+
+    start: datetime
+    end: datetime
+    min_level: int = 0
+    sources: tuple[str, ...] | None = None
+    hosts: tuple[str, ...] | None = None
+    components: tuple[str, ...] | None = None
+    text: str | None = None
+    regex: str | None = None
+    newest_first: bool = True
+    limit: int = 500
+    cursor: str | None = None
+    _pattern: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if to_us(self.end, what="query end") <= to_us(self.start, what="query start"):
+            raise InvalidRecordError("the log query's end must be after its start")
+        if not 1 <= self.limit <= 100_000:
+            raise InvalidRecordError("the log query's limit must be between 1 and 100000")
+        if self.regex is not None:
+            try:
+                object.__setattr__(self, "_pattern", re.compile(self.regex))
+            except re.error as exc:
+                raise InvalidRecordError(f"bad regular expression {self.regex!r}: {exc}") from None
+        if self.cursor is not None:
+            decode_cursor(self.cursor)
+
+    def matches(self, r: LogRecord) -> bool:
+        if r.level < self.min_level:
+            return False
+        if self.sources is not None and r.source not in self.sources:
+            return False
+        if self.hosts is not None and r.host not in self.hosts:
+            return False
+        if self.components is not None and r.component not in self.components:
+            return False
+        if self.text is not None and self.text.lower() not in r.message.lower():
+            return False
+        return self._pattern is None or self._pattern.search(r.message) is not None
+
+
+def encode_cursor(ts_us: int, rid: int) -> str:
+    return base64.urlsafe_b64encode(f"{ts_us}:{rid}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[int, int]:
+    try:
+        ts, rid = base64.urlsafe_b64decode(cursor.encode()).decode().split(":")
+        return int(ts), int(rid)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRecordError(f"bad log cursor {cursor!r}") from None
+
+
+@dataclass(frozen=True)
+class LogPage:
+    records: list[LogRecord]
+    next_cursor: str | None
+
+
+def page_logs(rows: Iterable[tuple[int, int, LogRecord]], q: LogQuery) -> LogPage:
+    """Apply the query's filters and cursor to rows already in the query's order."""
+    after = decode_cursor(q.cursor) if q.cursor else None
+    out: list[tuple[int, int, LogRecord]] = []
+    for ts, rid, rec in rows:
+        if after is not None:
+            key = (ts, rid)
+            if (q.newest_first and key >= after) or (not q.newest_first and key <= after):
+                continue
+        if not q.matches(rec):
+            continue
+        out.append((ts, rid, rec))
+        if len(out) > q.limit:
+            break
+    more = len(out) > q.limit
+    out = out[: q.limit]
+    cursor = encode_cursor(out[-1][0], out[-1][1]) if more and out else None
+    return LogPage(records=[r for _, _, r in out], next_cursor=cursor)
+
+
+def hours_between(start_us: int, end_us: int) -> range:
+    return range(start_us // HOUR_US, (end_us - 1) // HOUR_US + 1)
+
+
+class Archive(abc.ABC):
+    """Shared behaviour of every archive adapter; adapters only move rows in and out of storage.
+
+    Raw samples are stored as content-keyed packed chunks, so re-writing a batch is idempotent and a
+    read de-duplicates by timestamp. The 1-minute and 1-hour aggregates are recomputed from raw data
+    for every hour a write touched (`flush_aggregates`), which keeps them exact under replays.
+    """
+
+    def __init__(
+        self,
+        *,
+        points: Mapping[str, str] | None = None,
+        retention: Sequence[RetentionClass] = DEFAULT_RETENTION,
+        max_in_flight: int = 64,
+    ) -> None:
+        self.retention = {r.name: r for r in retention}
+        self._points: dict[str, str] = {}
+        self._dirty: dict[str, set[int]] = {}
+        self._max_in_flight = max_in_flight
+        if points:
+            self.register_points(points)
+
+    # --- points -------------------------------------------------------------------------------
+    def register_points(self, points: Mapping[str, str]) -> None:
+        """Tell the archive which points exist and their retention class (config changes call this)."""
+        for name, cls in points.items():
+            check_point_name(name)
+            if cls not in self.retention:
+                raise InvalidRecordError(
+                    f"point {name}: unknown retention class {cls!r} (known: {', '.join(self.retention)})"
+                )
+        self._points.update(points)
+
+    def known_points(self) -> dict[str, str]:
+        return dict(self._points)
+
+    def _class_of(self, point: str) -> RetentionClass:
+        try:
+            return self.retention[self._points[point]]
+        except KeyError:
+            raise UnknownPointError([point]) from None
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect and create the schema if it is missing."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Archive:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- adapter primitives -------------------------------------------------------------------
+    @abc.abstractmethod
+    async def _write_chunks(self, cls: RetentionClass, chunks: Sequence[Chunk]) -> None: ...
+
+    @abc.abstractmethod
+    async def _read_chunks(self, cls: RetentionClass, point: str, start_us: int, end_us: int) -> list[Chunk]:
+        """Chunks of `point` that may hold samples in [start, end) (a chunk never spans a block)."""
+
+    @abc.abstractmethod
+    async def _write_latest(self, latest: Sequence[Sample]) -> None:
+        """Keep, per point, whichever sample is newest, whatever order writes arrive in."""
+
+    @abc.abstractmethod
+    async def _read_latest(self, points: Sequence[str] | None) -> list[Sample]: ...
+
+    @abc.abstractmethod
+    async def _write_aggregates(self, res: Resolution, point: str, rows: Aggregates) -> None: ...
+
+    @abc.abstractmethod
+    async def _read_aggregates(self, res: Resolution, point: str, start_us: int, end_us: int) -> Aggregates: ...
+
+    @abc.abstractmethod
+    async def write_logs(self, records: Sequence[LogRecord]) -> None:
+        """Store log records; a record written twice is stored once."""
+
+    @abc.abstractmethod
+    async def query_logs(self, query: LogQuery) -> LogPage: ...
+
+    @abc.abstractmethod
+    async def write_alarm_events(self, events: Sequence[AlarmEvent]) -> None:
+        """Store alarm transitions and operator actions (idempotent by alarm, time and sequence)."""
+
+    @abc.abstractmethod
+    async def alarm_history(
+        self, *, start: datetime, end: datetime, alarm_id: str | None = None, limit: int = 1000
+    ) -> list[AlarmEvent]:
+        """Events newest first, for one alarm or for all."""
+
+    # --- samples ------------------------------------------------------------------------------
+    async def write_samples(self, batch: SampleBatch) -> None:
+        """Archive a batch: packed blocks, latest values, and the aggregates marked for recomputation.
+
+        Unknown points refuse the whole batch before anything is written.
+        """
+        unknown = [p for p in batch.points if p not in self._points]
+        if unknown:
+            used = set(np.unique(batch.point_idx).tolist())
+            unknown = [p for i, p in enumerate(batch.points) if p not in self._points and i in used]
+            if unknown:
+                raise UnknownPointError(unknown)
+        if not len(batch):
+            return
+        by_class: dict[str, list[Chunk]] = {}
+        latest: list[Sample] = []
+        for point, series in batch.dedupe_sorted().by_point():
+            cls = self._class_of(point)
+            by_class.setdefault(cls.name, []).extend(chunk_batch(point, series, cls.block_seconds))
+            last = len(series) - 1
+            latest.append(
+                Sample(point=point, ts=from_us(int(series.ts_us[last])), value=series.value_at(last),
+                       quality=int(series.quality[last]))  # type: ignore[arg-type]
+            )
+            hours = np.unique(series.ts_us // HOUR_US)
+            self._dirty.setdefault(point, set()).update(int(h) for h in hours)
+        await asyncio.gather(*(self._write_chunks(self.retention[c], ch) for c, ch in by_class.items()))
+        await self._write_latest(latest)
+
+    def dirty_hours(self) -> int:
+        return sum(len(h) for h in self._dirty.values())
+
+    async def flush_aggregates(self) -> int:
+        """Recompute the 1-minute and 1-hour aggregates of every hour written since the last flush."""
+        todo = [(p, h) for p, hours in self._dirty.items() for h in sorted(hours)]
+        self._dirty = {}
+        sem = asyncio.Semaphore(self._max_in_flight)
+
+        async def one(point: str, hour: int) -> None:
+            async with sem:
+                try:
+                    await self._rollup_hour(point, hour)
+                except BaseException:
+                    self._dirty.setdefault(point, set()).add(hour)  # keep it for the next flush
+                    raise
+
+        await asyncio.gather(*(one(p, h) for p, h in todo))
+        return len(todo)
+
+    async def rebuild_aggregates(self, points: Iterable[str], start: datetime, end: datetime) -> int:
+        """Recompute aggregates over a range (after a crash lost the set of hours still to flush)."""
+        s, e = to_us(start), to_us(end)
+        for p in points:
+            self._class_of(p)
+            self._dirty.setdefault(p, set()).update(hours_between(s, e))
+        return await self.flush_aggregates()
+
+    async def _rollup_hour(self, point: str, hour: int) -> None:
+        start = hour * HOUR_US
+        series = await self.raw(point, from_us(start), from_us(start + HOUR_US))
+        minutes = aggregate(series, start, Resolution.MINUTE.us)
+        if not len(minutes):
+            return
+        await self._write_aggregates(Resolution.MINUTE, point, minutes)
+        await self._write_aggregates(Resolution.HOUR, point, aggregate(series, start, HOUR_US))
+
+    async def raw(self, point: str, start: datetime, end: datetime) -> SampleBatch:
+        """A point's samples in [start, end), time-sorted, one per timestamp."""
+        cls = self._class_of(point)
+        s, e = _range_us(start, end)
+        return unpack(await self._read_chunks(cls, point, s, e), s, e)
+
+    async def raw_many(self, points: Sequence[str], start: datetime, end: datetime) -> dict[str, SampleBatch]:
+        results = await asyncio.gather(*(self.raw(p, start, end) for p in points))
+        return dict(zip(points, results, strict=True))
+
+    async def aggregates(self, point: str, resolution: Resolution, start: datetime, end: datetime) -> Aggregates:
+        self._class_of(point)
+        if resolution is Resolution.RAW:
+            raise InvalidRecordError("raw samples are read with raw(), not aggregates()")
+        s, e = _range_us(start, end)
+        return await self._read_aggregates(resolution, point, s, e)
+
+    async def binned(self, point: str, start: datetime, end: datetime, bins: int) -> BinnedSeries:
+        """A point's history in at most `bins` regular bins, read from the coarsest source that serves."""
+        self._class_of(point)
+        s, e = _range_us(start, end)
+        try:
+            plan = plan_bins(s, e, bins)
+        except ValueError as exc:
+            raise InvalidRecordError(str(exc)) from None
+        if plan.resolution is Resolution.RAW:
+            series = await self.raw(point, from_us(plan.origin_us), from_us(plan.end_us))
+            rows = aggregate(series, plan.origin_us, plan.width_us)
+        else:
+            rows = await self._read_aggregates(plan.resolution, point, plan.origin_us, plan.end_us)
+        return to_bins(point, plan, rows)
+
+    async def binned_many(
+        self, points: Sequence[str], start: datetime, end: datetime, bins: int
+    ) -> dict[str, BinnedSeries]:
+        results = await asyncio.gather(*(self.binned(p, start, end, bins) for p in points))
+        return dict(zip(points, results, strict=True))
+
+    async def latest(self, points: Sequence[str] | None = None) -> dict[str, Sample]:
+        """The newest sample of each point (of the given points, or of all that have one)."""
+        if points is not None:
+            unknown = [p for p in points if p not in self._points]
+            if unknown:
+                raise UnknownPointError(unknown)
+        return {s.point: s for s in await self._read_latest(points)}
+
+
+def _range_us(start: datetime, end: datetime) -> tuple[int, int]:
+    s, e = to_us(start, what="range start"), to_us(end, what="range end")
+    if e <= s:
+        raise InvalidRecordError(f"the range end {end.isoformat()} is not after its start {start.isoformat()}")
+    return s, e
+
+
+def day_range(start_us: int, end_us: int) -> range:
+    return range(start_us // US_PER_DAY, (end_us - 1) // US_PER_DAY + 1)
