@@ -33,3 +33,11 @@ class CodecError(SkyopsError, ValueError):
 
 class BackendUnavailableError(SkyopsError, ConnectionError):
     """A configured server (Redis, Cassandra, PostgreSQL) cannot be reached."""
+
+
+class ConflictError(SkyopsError):
+    """A write would break a uniqueness or integrity rule (e.g. a username that already exists)."""
+
+
+class NotFoundError(SkyopsError, LookupError):
+    """A record named by the caller (e.g. a user) does not exist."""

@@ -342,8 +342,23 @@ class Archive(abc.ABC):
             series = await self.raw(point, from_us(plan.origin_us), from_us(plan.end_us))
             rows = aggregate(series, plan.origin_us, plan.width_us)
         else:
+            await self._flush_point(point, plan.origin_us, plan.end_us)
             rows = await self._read_aggregates(plan.resolution, point, plan.origin_us, plan.end_us)
         return to_bins(point, plan, rows)
+
+    async def _flush_point(self, point: str, start_us: int, end_us: int) -> None:
+        """Roll up this point's pending hours in range first, so a query never misses recent writes."""
+        pending = self._dirty.get(point)
+        if not pending:
+            return
+        hours = [h for h in pending if start_us // HOUR_US <= h <= (end_us - 1) // HOUR_US]
+        for h in hours:
+            pending.discard(h)
+        try:
+            await asyncio.gather(*(self._rollup_hour(point, h) for h in hours))
+        except BaseException:
+            pending.update(hours)
+            raise
 
     async def binned_many(
         self, points: Sequence[str], start: datetime, end: datetime, bins: int
