@@ -131,7 +131,8 @@ async def test_binned_reports_empty_bins_as_gaps(archive: Archive) -> None:
     b = await archive.binned("lasilla.asm.wind_speed", T0, T0 + timedelta(minutes=60), 60)
     assert len(b) == 60
     assert b.gap.sum() == 55
-    assert b.first[0] == 1.0 and b.last[51] == 5.0
+    assert b.first[0] == 1.0
+    assert b.last[51] == 5.0
     assert math.isnan(b.mean[10])
 
 
@@ -185,7 +186,8 @@ async def test_other_timezones_are_converted_to_utc(archive: Archive) -> None:
     chile = timezone(timedelta(hours=-3))
     await archive.write_samples(SampleBatch.from_samples([Sample("lasilla.asm.seeing", T0.astimezone(chile), 1.0)]))
     (got,) = list((await archive.raw("lasilla.asm.seeing", T0, T0 + timedelta(seconds=1))).samples())
-    assert got.ts == T0 and got.ts.tzinfo == UTC
+    assert got.ts == T0
+    assert got.ts.tzinfo == UTC
 
 
 def log(ts: datetime, level: str, source: str, msg: str, host: str = "wt1", component: str = "") -> LogRecord:
@@ -247,5 +249,6 @@ async def test_alarm_history_round_trip_newest_first(archive: Archive) -> None:
     one = await archive.alarm_history(start=T0, end=T0 + timedelta(hours=1), alarm_id="WindSpeed.ASM:1")
     assert one == sorted(events[:5], key=lambda e: e.ts, reverse=True)
     every = await archive.alarm_history(start=T0, end=T0 + timedelta(hours=1))
-    assert len(every) == 6 and every[2].user == "night-op"
+    assert len(every) == 6
+    assert every[2].user == "night-op"
     assert len(await archive.alarm_history(start=T0, end=T0 + timedelta(hours=1), limit=2)) == 2

@@ -38,11 +38,14 @@ def test_aggregate_matches_a_python_reference(rows: list[tuple[int, float]]) -> 
         assert agg.count[i] == len(good)
         assert agg.bad_count[i] == len(ref[k]) - len(good)
         if good:
-            assert agg.vmin[i] == min(good) and agg.vmax[i] == max(good)
-            assert agg.first[i] == good[0] and agg.last[i] == good[-1]
+            assert agg.vmin[i] == min(good)
+            assert agg.vmax[i] == max(good)
+            assert agg.first[i] == good[0]
+            assert agg.last[i] == good[-1]
             assert math.isclose(agg.vsum[i], sum(good), rel_tol=1e-9, abs_tol=1e-6)
         else:
-            assert math.isnan(agg.vmin[i]) and math.isnan(agg.first[i])
+            assert math.isnan(agg.vmin[i])
+            assert math.isnan(agg.first[i])
 
 
 @settings(max_examples=40, deadline=None)
@@ -69,7 +72,8 @@ def test_plan_picks_the_source_and_never_exceeds_the_bins(span: int, bins: int, 
     plan = plan_bins(start, start + span, bins)
     assert plan.resolution is res
     assert 1 <= plan.bins <= bins
-    assert plan.origin_us <= start and plan.end_us >= start + span
+    assert plan.origin_us <= start
+    assert plan.end_us >= start + span
     assert plan.width_us % res.us == 0
 
 
@@ -86,7 +90,8 @@ def test_bins_fill_gaps_with_nan() -> None:
     b = to_bins("a.b", plan, aggregate(s, plan.origin_us, plan.width_us))
     assert b.count.tolist() == [1, 0, 0, 0, 0, 1, 0, 0, 0, 0]
     assert b.gap.tolist() == [False, True, True, True, True, False, True, True, True, True]
-    assert np.isnan(b.mean[1]) and b.mean[5] == 2.0
+    assert np.isnan(b.mean[1])
+    assert b.mean[5] == 2.0
 
 
 def test_chunks_split_on_block_and_day_boundaries_and_unpack_exactly() -> None:

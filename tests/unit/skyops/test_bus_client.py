@@ -69,9 +69,7 @@ async def test_an_entry_with_a_garbled_producer_time_is_still_delivered() -> Non
 
 
 @pytest.mark.parametrize(("count", "block_ms"), [(0, None), (10, 0), (10, -1)])
-async def test_reads_that_would_block_forever_or_return_nothing_are_refused(
-    count: int, block_ms: int | None
-) -> None:
+async def test_reads_that_would_block_forever_or_return_nothing_are_refused(count: int, block_ms: int | None) -> None:
     # Redis reads BLOCK 0 as "wait forever", which would hang a consumer past its stop request.
     client = open_redis(None)
     try:

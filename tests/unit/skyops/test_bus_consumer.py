@@ -132,9 +132,7 @@ async def test_while_its_handler_fails_a_consumer_pulls_no_more_entries(bus: Bus
     assert await bus.lag(stream, "archive") == 0
 
 
-async def test_a_consumer_restarted_under_its_name_first_finishes_what_it_was_given(
-    bus: Bus, stream: str
-) -> None:
+async def test_a_consumer_restarted_under_its_name_first_finishes_what_it_was_given(bus: Bus, stream: str) -> None:
     await bus.ensure_group(stream, "logs")
     await bus.publish_many(stream, [b"old1", b"old2"], retention=RETENTION)
     # The previous process read these and died before acknowledging.

@@ -50,7 +50,8 @@ def test_naive_datetime_has_its_own_error() -> None:
 
 def test_sample_time_is_converted_to_utc() -> None:
     s = Sample("lasilla.asm.wind", T0.astimezone(timezone(timedelta(hours=-3))), 3)
-    assert s.ts.tzinfo is UTC and s.ts == T0
+    assert s.ts.tzinfo is UTC
+    assert s.ts == T0
 
 
 values = st.one_of(

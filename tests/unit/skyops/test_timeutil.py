@@ -14,7 +14,8 @@ def test_microsecond_round_trip_is_exact() -> None:
     t = datetime(2026, 11, 22, 3, 4, 5, 678901, tzinfo=UTC)
     assert from_us(to_us(t)) == t
     assert to_us(datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)) == -1
-    assert day_of_us(-1) == -1 and day_of_us(0) == 0
+    assert day_of_us(-1) == -1
+    assert day_of_us(0) == 0
 
 
 def test_naive_datetimes_are_refused() -> None:
