@@ -1,0 +1,191 @@
+"""The consumer-group loop every stream consumer runs: recover, read, handle, then acknowledge."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from skyops.bus.streams import Bus, Entry, NoSuchGroupError, Recovered
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[list[Entry]], Awaitable[None]]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class StreamConsumer:
+    """Feeds batches of a stream to `handler` as one consumer of a consumer group.
+
+    Each `run_once` first takes over entries a dead consumer left pending for `min_idle_ms`, then
+    retries this consumer's own unacknowledged entries (after a handler failure or a restart under
+    the same name), and only then reads new ones: a failing handler holds back its own consumer
+    instead of pulling an ever larger backlog out of the stream, where retention protects it.
+    Entries are acknowledged only after the handler returned; a handler that raises leaves them
+    pending. Handlers must therefore be idempotent (archive writes are, by primary key).
+    """
+
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        stream: str,
+        group: str,
+        consumer: str,
+        handler: Handler,
+        batch_size: int = 100,
+        block_ms: int = 1000,
+        min_idle_ms: int = 60_000,
+        group_start: str = "0",
+        backoff_s: float = 0.1,
+        max_backoff_s: float = 5.0,
+        sleep: Sleep | None = None,
+    ) -> None:
+        if batch_size <= 0 or block_ms <= 0 or min_idle_ms < 0:
+            raise ValueError("batch_size and block_ms must be positive, min_idle_ms must be >= 0")
+        if backoff_s < 0 or max_backoff_s < backoff_s:
+            raise ValueError("backoff_s must be >= 0 and max_backoff_s must be >= backoff_s")
+        self.bus = bus
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer
+        self.handler = handler
+        self.batch_size = batch_size
+        self.block_ms = block_ms
+        self.min_idle_ms = min_idle_ms
+        self.group_start = group_start
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self._sleep = sleep
+
+        # Counters for /metrics: they only ever grow.
+        self.processed = 0  # entries handled and acknowledged
+        self.handler_failures = 0  # handler calls that raised
+        self.bus_failures = 0  # run_once calls the bus made fail (Redis unreachable, ...)
+        self.reclaimed = 0  # entries taken over from idle consumers
+        self.lost = 0  # pending entries trimmed by retention before they were handled
+        self.consecutive_failures = 0
+        self.last_latency_us: int | None = None  # producer → acknowledged, newest entry of the last batch
+
+        self._group_ready = False
+        # A consumer restarted under the same name starts by finishing what it was given before.
+        self._own_pending = True
+
+    async def run_once(self) -> int:
+        """One round: recover, read, handle, acknowledge. Returns how many entries were acknowledged.
+
+        Handler errors are logged and counted, never raised; bus errors propagate.
+        """
+        try:
+            return await self._round()
+        except NoSuchGroupError:
+            # The stream key went away (deleted, or a Redis without persistence restarted): recreate.
+            log.warning("%s/%s: consumer group missing, creating it again", self.stream, self.group)
+            self._group_ready = False
+            return await self._round()
+
+    async def _round(self) -> int:
+        if not self._group_ready:
+            await self.bus.ensure_group(self.stream, self.group, start=self.group_start)
+            self._group_ready = True
+        acked = 0
+
+        stale = await self.bus.reclaim(
+            self.stream, self.group, self.consumer, min_idle_ms=self.min_idle_ms, count=self.batch_size
+        )
+        self._count_lost(stale)
+        if stale.entries:
+            self.reclaimed += len(stale.entries)
+            ok, n = await self._handle(stale.entries, "reclaimed")
+            acked += n
+            if not ok:
+                return acked
+
+        if self._own_pending:
+            own = await self.bus.read_own_pending(self.stream, self.group, self.consumer, count=self.batch_size)
+            self._count_lost(own)
+            if own.entries:
+                _, n = await self._handle(own.entries, "retried")
+                return acked + n
+            if own.deleted_ids:
+                return acked  # more of our own may follow the trimmed ones
+            self._own_pending = False
+
+        # Blocking only when idle keeps a reclaimed backlog draining at full speed.
+        fresh = await self.bus.read(
+            self.stream,
+            self.group,
+            self.consumer,
+            count=self.batch_size,
+            block_ms=None if stale.entries else self.block_ms,
+        )
+        if fresh:
+            _, n = await self._handle(fresh, "new")
+            acked += n
+        return acked
+
+    async def _handle(self, entries: list[Entry], kind: str) -> tuple[bool, int]:
+        try:
+            await self.handler(entries)
+        except Exception as exc:  # a handler error must not stop the consumer; the entries wait
+            self.handler_failures += 1
+            self.consecutive_failures += 1
+            self._own_pending = True
+            log.warning(
+                "%s/%s/%s: handler failed on %d %s entries (%s … %s), left pending for retry: %s: %s",
+                self.stream,
+                self.group,
+                self.consumer,
+                len(entries),
+                kind,
+                entries[0].id,
+                entries[-1].id,
+                type(exc).__name__,
+                exc,
+            )
+            return False, 0
+        acked = await self.bus.ack(self.stream, self.group, [e.id for e in entries])
+        self.processed += len(entries)
+        self.consecutive_failures = 0
+        produced = [e.produced_us for e in entries if e.produced_us is not None]
+        if produced:
+            self.last_latency_us = self.bus.latency_us(Entry(entries[-1].id, b"", max(produced)))
+        return True, acked
+
+    def _count_lost(self, recovered: Recovered) -> None:
+        self.lost += len(recovered.deleted_ids)
+
+    def backoff_delay(self) -> float:
+        """Seconds to wait after the current run of consecutive failures (doubling, capped)."""
+        if self.consecutive_failures == 0:
+            return 0.0
+        return float(min(self.backoff_s * 2 ** min(self.consecutive_failures - 1, 30), self.max_backoff_s))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Call `run_once` until `stop` is set, surviving handler and bus failures with backoff."""
+        while not stop.is_set():
+            try:
+                await self.run_once()
+            except Exception as exc:  # Redis down or the like: keep trying, the entries are safe in Redis
+                self.bus_failures += 1
+                self.consecutive_failures += 1
+                log.warning(
+                    "%s/%s/%s: bus error, retrying: %s: %s",
+                    self.stream,
+                    self.group,
+                    self.consumer,
+                    type(exc).__name__,
+                    exc,
+                )
+            delay = self.backoff_delay()
+            if delay > 0 and not stop.is_set():
+                await self._pause(delay, stop)
+
+    async def _pause(self, delay: float, stop: asyncio.Event) -> None:
+        if self._sleep is not None:
+            await self._sleep(delay)
+            return
+        # The default pause ends early on stop, so shutting down never waits out a backoff.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=delay)

@@ -1,0 +1,341 @@
+"""One bus suite, run on the embedded fakeredis and on a real Redis server: both must behave alike."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from skyops.bus import Bus, Entry, StreamConsumer, StreamRetention, entry_id_ms, open_redis
+from skyops.timeutil import FakeClock, from_us, to_us
+
+T0 = datetime(2025, 3, 1, 2, 30, tzinfo=UTC)
+ROOMY = StreamRetention(max_len=100_000, max_age=timedelta(days=1))
+
+
+@dataclass
+class Rig:
+    bus: Bus
+    clock: FakeClock
+    prefix: str
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+
+@pytest.fixture(
+    params=["fakeredis", pytest.param("redis", marks=pytest.mark.integration)],
+)
+async def rig(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
+    url = None if request.param == "fakeredis" else request.getfixturevalue("redis_url")
+    client = open_redis(url)
+    clock = FakeClock(T0)
+    prefix = f"test:bus:{uuid.uuid4().hex}:"
+    try:
+        yield Rig(Bus(client, clock=clock), clock, prefix)
+    finally:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
+def payloads(n: int, size: int = 32) -> list[bytes]:
+    # Zero bytes and high bytes everywhere: the bus must not treat payloads as text.
+    return [bytes([0, i % 256, 255, 0]) + os.urandom(size) + b"\x00" for i in range(n)]
+
+
+async def drain(bus: Bus, stream: str, group: str, consumer: str, *, batch: int = 100) -> list[Entry]:
+    got: list[Entry] = []
+    while entries := await bus.read(stream, group, consumer, count=batch):
+        got.extend(entries)
+    return got
+
+
+async def test_payloads_round_trip_byte_for_byte_with_producer_time(rig: Rig) -> None:
+    stream = rig.key("mon.samples")
+    await rig.bus.ensure_group(stream, "archive")
+    sent = [b"", b"\x00", b"\x00" * 17, bytes(range(256)), os.urandom(8192) + b"\x00\x00"]
+    for p in sent:
+        await rig.bus.publish(stream, p, retention=ROOMY)
+
+    got = await drain(rig.bus, stream, "archive", "a1")
+
+    assert [e.payload for e in got] == sent
+    assert {e.produced_us for e in got} == {to_us(T0)}
+
+
+async def test_entries_come_out_in_the_order_they_were_published(rig: Rig) -> None:
+    stream = rig.key("log.records")
+    await rig.bus.ensure_group(stream, "logs")
+    sent = payloads(60)
+    ids = [await rig.bus.publish(stream, p, retention=ROOMY) for p in sent]
+
+    got = await drain(rig.bus, stream, "logs", "l1", batch=7)
+
+    assert [e.payload for e in got] == sent
+    assert [e.id for e in got] == ids
+    assert [entry_id_ms(i) for i in ids] == sorted(entry_id_ms(i) for i in ids)
+
+
+async def test_publish_many_keeps_order_and_returns_every_id(rig: Rig) -> None:
+    stream = rig.key("mon.samples")
+    await rig.bus.ensure_group(stream, "archive")
+    first = payloads(250)
+    second = payloads(3)
+
+    ids = await rig.bus.publish_many(stream, first, retention=ROOMY)
+    ids += await rig.bus.publish_many(stream, second, retention=ROOMY)
+    assert await rig.bus.publish_many(stream, [], retention=ROOMY) == []
+
+    got = await drain(rig.bus, stream, "archive", "a1")
+    assert [e.payload for e in got] == first + second
+    assert [e.id for e in got] == ids
+    assert len(set(ids)) == 253
+
+
+async def test_a_blocked_read_wakes_up_as_soon_as_an_entry_arrives(rig: Rig) -> None:
+    stream = rig.key("alarm.events")
+    await rig.bus.ensure_group(stream, "hmi")
+    waiting = asyncio.create_task(rig.bus.read(stream, "hmi", "h1", count=10, block_ms=10_000))
+    await asyncio.sleep(0.01)  # let the read reach Redis and block there
+    assert not waiting.done()
+
+    await rig.bus.publish(stream, b"wind alarm", retention=ROOMY)
+
+    # Far sooner than the 10 s block: a blocked read must not hold up other work on the loop.
+    async with asyncio.timeout(2):
+        entries = await waiting
+    assert [e.payload for e in entries] == [b"wind alarm"]
+
+
+async def test_an_idle_read_waits_out_its_block_time_instead_of_spinning(rig: Rig) -> None:
+    stream = rig.key("alarm.events")
+    await rig.bus.ensure_group(stream, "hmi")
+
+    started = time.monotonic()
+    assert await rig.bus.read(stream, "hmi", "h1", count=10, block_ms=60) == []
+
+    # Redis keeps this timer; a read that came back at once would make every idle consumer loop spin.
+    assert time.monotonic() - started >= 0.05
+
+
+async def test_ensure_group_is_idempotent_and_creates_the_stream(rig: Rig) -> None:
+    stream = rig.key("alarm.events")
+
+    assert await rig.bus.ensure_group(stream, "hmi") is True
+    assert await rig.bus.ensure_group(stream, "hmi") is False
+    assert await rig.bus.length(stream) == 0
+    assert await rig.bus.lag(stream, "hmi") == 0
+
+
+async def test_a_group_delivers_each_entry_to_exactly_one_of_two_consumers(rig: Rig) -> None:
+    stream = rig.key("mon.samples")
+    await rig.bus.ensure_group(stream, "archive")
+    sent = payloads(200)
+    await rig.bus.publish_many(stream, sent, retention=ROOMY)
+
+    async def take(name: str) -> list[Entry]:
+        got: list[Entry] = []
+        while entries := await rig.bus.read(stream, "archive", name, count=9):
+            got.extend(entries)
+            await asyncio.sleep(0)  # let the other consumer in between batches
+        return got
+
+    one, two = await asyncio.gather(take("d1"), take("d2"))
+
+    assert one, "both consumers should have had a share"
+    assert two, "both consumers should have had a share"
+    assert {e.id for e in one}.isdisjoint({e.id for e in two})
+    assert sorted(e.payload for e in one + two) == sorted(sent)
+
+
+async def test_entries_of_a_consumer_killed_before_its_ack_go_to_another_after_min_idle(rig: Rig) -> None:
+    stream = rig.key("mon.samples")
+    sent = payloads(12)
+    await rig.bus.ensure_group(stream, "archive")
+    await rig.bus.publish_many(stream, sent, retention=ROOMY)
+    # "d1" reads and dies before acknowledging.
+    assert len(await rig.bus.read(stream, "archive", "d1", count=100)) == 12
+
+    handled: list[Entry] = []
+
+    async def archive(entries: list[Entry]) -> None:
+        handled.extend(entries)
+
+    survivor = StreamConsumer(
+        rig.bus, stream=stream, group="archive", consumer="d2", handler=archive, min_idle_ms=150, block_ms=1
+    )
+    # Redis measures idle time on its own clock, so this one test waits for real (150 ms).
+    assert await survivor.run_once() == 0, "entries of a live consumer must not be taken before min_idle"
+    assert handled == []
+    await asyncio.sleep(0.2)
+
+    assert await survivor.run_once() == 12
+
+    assert [e.payload for e in handled] == sent
+    assert survivor.reclaimed == 12
+    assert await rig.bus.pending_count(stream, "archive") == 0
+
+
+async def test_a_failing_handler_leaves_entries_pending_and_a_later_run_acks_them(rig: Rig) -> None:
+    stream = rig.key("log.records")
+    sent = payloads(5)
+    await rig.bus.publish_many(stream, sent, retention=ROOMY)
+    archive_up = False
+    seen: list[list[bytes]] = []
+
+    async def write(entries: list[Entry]) -> None:
+        seen.append([e.payload for e in entries])
+        if not archive_up:
+            raise ConnectionError("archive is down")
+
+    consumer = StreamConsumer(rig.bus, stream=stream, group="logs", consumer="l1", handler=write, block_ms=1)
+
+    assert await consumer.run_once() == 0
+    assert consumer.handler_failures == 1
+    assert await rig.bus.pending_count(stream, "logs") == 5
+    assert await consumer.run_once() == 0, "still down: retried, still pending"
+    assert await rig.bus.pending_count(stream, "logs") == 5
+
+    archive_up = True
+    assert await consumer.run_once() == 5
+
+    assert seen == [sent, sent, sent]
+    assert consumer.processed == 5
+    assert await rig.bus.pending_count(stream, "logs") == 0
+    assert await rig.bus.lag(stream, "logs") == 0
+
+
+async def test_entries_are_acknowledged_only_after_the_handler_returned(rig: Rig) -> None:
+    stream = rig.key("alarm.events")
+    await rig.bus.publish_many(stream, payloads(4), retention=ROOMY)
+    pending_during_handler: list[int] = []
+
+    async def handler(entries: list[Entry]) -> None:
+        pending_during_handler.append(await rig.bus.pending_count(stream, "alarms"))
+
+    consumer = StreamConsumer(rig.bus, stream=stream, group="alarms", consumer="s1", handler=handler, block_ms=1)
+    assert await consumer.run_once() == 4
+
+    assert pending_during_handler == [4]
+    assert await rig.bus.pending_count(stream, "alarms") == 0
+
+
+async def test_age_retention_trims_old_entries_only_even_unacknowledged_ones(rig: Rig) -> None:
+    stream = rig.key("mon.samples")
+    retention = StreamRetention(max_len=100_000, max_age=timedelta(hours=2))
+    await rig.bus.ensure_group(stream, "archive")
+    old_ids = await rig.bus.publish_many(stream, payloads(5), retention=retention)
+    await asyncio.sleep(0.002)  # only to put the two groups in different milliseconds of Redis' clock
+    young = payloads(5)
+    young_ids = await rig.bus.publish_many(stream, young, retention=retention)
+    assert entry_id_ms(young_ids[0]) > entry_id_ms(old_ids[-1])
+    # The archive is down: everything was delivered, nothing acknowledged.
+    assert len(await rig.bus.read(stream, "archive", "d1", count=100)) == 10
+
+    # Two hours after the first young entry was stored: the old ones are beyond the window.
+    now = from_us(entry_id_ms(young_ids[0]) * 1000) + retention.max_age
+    assert await rig.bus.trim(stream, retention=retention, now=now, exact=True) == 5
+
+    assert await rig.bus.length(stream) == 5
+    handled: list[Entry] = []
+
+    async def archive(entries: list[Entry]) -> None:
+        handled.extend(entries)
+
+    replacement = StreamConsumer(
+        rig.bus, stream=stream, group="archive", consumer="d2", handler=archive, min_idle_ms=0, block_ms=1
+    )
+    assert await replacement.run_once() == 5
+    assert [e.payload for e in handled] == young
+    assert replacement.lost == 5, "the trimmed pending entries are reported, not delivered"
+    assert await rig.bus.pending_count(stream, "archive") == 0
+    assert await rig.bus.lag(stream, "archive") == 0
+
+
+async def test_approximate_age_trimming_never_touches_young_entries(rig: Rig) -> None:
+    stream = rig.key("mon.samples")
+    retention = StreamRetention(max_len=100_000, max_age=timedelta(minutes=10))
+    old_ids = await rig.bus.publish_many(stream, payloads(350, size=8), retention=retention)
+    await asyncio.sleep(0.002)  # see above: separate the two groups on Redis' clock
+    young_ids = await rig.bus.publish_many(stream, payloads(350, size=8), retention=retention)
+
+    now = from_us(entry_id_ms(young_ids[0]) * 1000) + retention.max_age
+    removed = await rig.bus.trim(stream, retention=retention, now=now)
+
+    remaining = {e.id for e in await drain_all(rig.bus, stream)}
+    assert set(young_ids) <= remaining
+    assert 0 < removed <= 350
+    assert len(remaining & set(old_ids)) == 350 - removed
+
+
+async def test_length_retention_keeps_about_max_len_newest_entries(rig: Rig) -> None:
+    stream = rig.key("log.records")
+    retention = StreamRetention(max_len=100, max_age=timedelta(days=1))
+    ids = await rig.bus.publish_many(stream, payloads(1000, size=8), retention=retention)
+
+    kept = [e.id for e in await drain_all(rig.bus, stream)]
+
+    # `~` lets Redis keep up to one internal node more than asked, never fewer.
+    assert 100 <= len(kept) < 300
+    assert kept == ids[-len(kept) :]
+
+
+async def test_lag_counts_undelivered_and_unacknowledged_entries(rig: Rig) -> None:
+    stream = rig.key("plan.events")
+    await rig.bus.ensure_group(stream, "ves")
+    await rig.bus.publish_many(stream, payloads(10), retention=ROOMY)
+    assert await rig.bus.lag(stream, "ves") == 10
+
+    delivered = await rig.bus.read(stream, "ves", "v1", count=4)
+    assert await rig.bus.lag(stream, "ves") == 10
+    assert await rig.bus.ack(stream, "ves", [e.id for e in delivered]) == 4
+    assert await rig.bus.lag(stream, "ves") == 6
+
+    rest = await rig.bus.read(stream, "ves", "v1", count=100)
+    await rig.bus.ack(stream, "ves", [e.id for e in rest])
+    assert await rig.bus.lag(stream, "ves") == 0
+
+
+async def test_broadcast_reaches_every_subscriber_and_closing_unsubscribes(rig: Rig) -> None:
+    channel = rig.key("live.samples")
+    sent = payloads(3)
+    ready = [asyncio.Event(), asyncio.Event()]
+
+    async def listen(subscribed: asyncio.Event) -> list[bytes]:
+        got: list[bytes] = []
+        async with aclosing(rig.bus.subscribe(channel, ready=subscribed)) as live:
+            async for payload in live:
+                got.append(payload)
+                if len(got) == len(sent):
+                    break
+        return got
+
+    async with asyncio.timeout(5):
+        listeners = [asyncio.create_task(listen(r)) for r in ready]
+        # Pub/sub keeps no history: publish only once both subscriptions are confirmed.
+        await asyncio.gather(*(r.wait() for r in ready))
+        assert await rig.bus.subscribers(channel) == 2
+        for p in sent:
+            assert await rig.bus.broadcast(channel, p) == 2
+        results = await asyncio.gather(*listeners)
+
+        assert results == [sent, sent]
+        # Redis forgets a subscriber when it notices the closed connection, a moment later.
+        while await rig.bus.subscribers(channel) > 0:  # noqa: ASYNC110 - polling the server, no event to wait on
+            await asyncio.sleep(0.005)
+        assert await rig.bus.broadcast(channel, b"nobody") == 0
+
+
+async def drain_all(bus: Bus, stream: str) -> list[Entry]:
+    group = f"inspect-{uuid.uuid4().hex[:8]}"
+    await bus.ensure_group(stream, group)
+    return await drain(bus, stream, group, "inspector", batch=500)
