@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from cassandra import ConsistencyLevel
-from cassandra.cluster import Cluster, ResponseFuture, Session
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, ResponseFuture, Session
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
 from cassandra.query import PreparedStatement
 
@@ -89,17 +89,19 @@ class CassandraArchive(Archive):
         await loop.run_in_executor(None, self._create_schema)
 
     def _connect(self) -> Session:
+        profile = ExecutionProfile(
+            load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
+            consistency_level=ConsistencyLevel.LOCAL_QUORUM,
+            request_timeout=30.0,
+        )
         self._cluster = Cluster(
             self.hosts,
             port=self.port,
-            load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
+            execution_profiles={EXEC_PROFILE_DEFAULT: profile},
             connect_timeout=self.connect_timeout,
             protocol_version=5,
         )
-        session = self._cluster.connect()
-        session.default_consistency_level = ConsistencyLevel.LOCAL_QUORUM
-        session.default_timeout = 30.0
-        return session
+        return self._cluster.connect()
 
     def _create_schema(self) -> None:
         s = self._session
@@ -211,12 +213,18 @@ class CassandraArchive(Archive):
         async with self._sem:
             fut: ResponseFuture = session.execute_async(stmt, params)
 
-            def on_page(page: list[Any]) -> None:
-                rows.extend(page)
-                if fut.has_more_pages:
-                    fut.start_fetching_next_page()
-                else:
-                    loop.call_soon_threadsafe(_settle, done, rows, None)
+            def on_page(page: list[Any] | None) -> None:
+                # Runs on the driver's thread: any error must still settle the future, or the caller hangs.
+                try:
+                    if page:
+                        rows.extend(page)
+                    if fut.has_more_pages:
+                        fut.start_fetching_next_page()
+                        return
+                except BaseException as exc:
+                    loop.call_soon_threadsafe(_settle, done, None, exc)
+                    return
+                loop.call_soon_threadsafe(_settle, done, rows, None)
 
             def on_error(exc: BaseException) -> None:
                 loop.call_soon_threadsafe(_settle, done, None, exc)

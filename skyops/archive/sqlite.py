@@ -6,7 +6,7 @@ import asyncio
 import json
 import math
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -331,17 +331,26 @@ def aggregates_from_rows(rows: Sequence[Sequence[Any]]) -> Aggregates:
     return Aggregates(**out)
 
 
+def _attributes(raw: object) -> dict[str, str]:
+    """Attributes as stored: a JSON text in SQLite, a map (the driver's own Mapping type) in Cassandra."""
+    if not raw:
+        return {}
+    if isinstance(raw, Mapping):
+        return dict(raw)
+    return dict(json.loads(str(raw)))
+
+
 def log_from_row(r: Sequence[Any]) -> LogRecord:
     """(ts_us, id, level, source, component, host, message, attributes, trace_id, ob_id) to a LogRecord."""
-    attrs = r[7] if isinstance(r[7], dict) else json.loads(r[7]) if r[7] else {}
+    attrs = _attributes(r[7])
     return LogRecord(ts=from_us(r[0]), level=r[2], source=r[3], component=r[4] or "", host=r[5] or "",
-                     message=r[6], attributes=attrs or {}, trace_id=r[8], ob_id=r[9])
+                     message=r[6], attributes=attrs, trace_id=r[8], ob_id=r[9])
 
 
 def alarm_from_row(r: Sequence[Any]) -> AlarmEvent:
     """(alarm_id, ts_us, seq, action, severity, latched, state, acked, user, comment, reason, attributes)."""
-    attrs = r[11] if isinstance(r[11], dict) else json.loads(r[11]) if r[11] else {}
+    attrs = _attributes(r[11])
     return AlarmEvent(alarm_id=r[0], ts=from_us(r[1]), seq=r[2], action=r[3], severity=r[4], latched=r[5],
-                      state=r[6], acked=bool(r[7]), user=r[8], comment=r[9], reason=r[10], attributes=attrs or {})
+                      state=r[6], acked=bool(r[7]), user=r[8], comment=r[9], reason=r[10], attributes=attrs)
 
 
