@@ -69,8 +69,8 @@ def alembic_config() -> Config:
     return config
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Migrate the database behind `engine` to `revision` (head by default); a no-op when already there."""
+def upgrade(engine: Engine, revision: str = "heads") -> None:
+    """Migrate to `revision` (every head by default: each service keeps its own migration branch)."""
     config = alembic_config()
     try:
         connection = engine.connect()
