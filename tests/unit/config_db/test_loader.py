@@ -34,7 +34,7 @@ def test_valid_file_loads(tmp_path: Path) -> None:
 def test_bad_files_name_file_field_and_problem(tmp_path: Path, text: str, message: str) -> None:
     f = tmp_path / "site.yaml"
     f.write_text(text)
-    with pytest.raises(ConfigError, match="site.yaml") as info:
+    with pytest.raises(ConfigError, match=r"site\.yaml") as info:
         load_model(f, Site)
     assert message in str(info.value)
 
