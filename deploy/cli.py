@@ -1,0 +1,54 @@
+"""The `skyops` command line: run the whole platform embedded, or inspect and operate it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+from rich.console import Console
+
+from deploy.factory import open_platform
+from hmi_api.app import create_app
+from skyops.settings import Settings
+
+app = typer.Typer(help="skyops — operations platform for a remotely operated telescope.", no_args_is_help=True)
+console = Console()
+
+
+@app.command()
+def up(
+    host: Annotated[str, typer.Option(help="address the HMI listens on (loopback by default)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HMI port")] = 8080,
+    var_dir: Annotated[Path | None, typer.Option(help="state directory of the embedded backends")] = None,
+) -> None:
+    """Start the platform in one process; absent server URLs select the embedded backends."""
+    settings = Settings() if var_dir is None else Settings(var_dir=var_dir)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(_serve(settings, host, port))
+
+
+async def _serve(settings: Settings, host: str, port: int) -> None:
+    platform = await open_platform(settings)
+    try:
+        api = create_app(health=platform.health)
+        server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="info"))
+        console.print(f"[bold green]skyops up[/] ({platform.mode}) — health at http://{host}:{port}/health")
+        await server.serve()
+    finally:
+        await platform.close()
+
+
+@app.command()
+def version() -> None:
+    """Print the installed skyops version."""
+    from importlib.metadata import version as dist_version
+
+    console.print(dist_version("skyops"))
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,94 @@
+"""The composition root: builds the kernel's adapters from settings (embedded or distributed)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+from sqlalchemy import Engine, text
+
+from skyops.archive.cassandra import CassandraArchive
+from skyops.archive.port import Archive
+from skyops.archive.sqlite import SqliteArchive
+from skyops.bus import Bus, open_redis
+from skyops.opdb.engine import make_engine, upgrade
+from skyops.settings import Settings
+from skyops.timeutil import Clock, SystemClock
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Platform:
+    """The opened kernel: bus, archive and operational database, shared by the services of one process."""
+
+    settings: Settings
+    clock: Clock
+    redis: aioredis.Redis
+    bus: Bus
+    archive: Archive
+    engine: Engine
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def mode(self) -> str:
+        return "distributed" if self.settings.redis_url or self.settings.cassandra_hosts else "embedded"
+
+    async def health(self) -> dict[str, Any]:
+        """Each backend answers a cheap request; the platform is healthy when all of them do."""
+        checks: dict[str, str] = {}
+
+        async def check(name: str, probe: Any) -> None:
+            try:
+                await asyncio.wait_for(probe, timeout=5)
+                checks[name] = "ok"
+            except Exception as exc:  # a health check reports every failure instead of raising
+                checks[name] = f"error: {type(exc).__name__}: {exc}"
+
+        await check("bus", self.redis.ping())
+        await check("archive", self.archive.latest([]))
+        await check("opdb", asyncio.to_thread(_ping_sql, self.engine))
+        ok = all(v == "ok" for v in checks.values())
+        return {"status": "ok" if ok else "degraded", "mode": self.mode, "time": self.clock.now().isoformat(),
+                "components": checks}
+
+    async def close(self) -> None:
+        await self.archive.close()
+        await self.redis.aclose()
+        self.engine.dispose()
+
+
+def _ping_sql(engine: Engine) -> None:
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+
+
+def build_archive(settings: Settings) -> Archive:
+    """Cassandra when contact points are configured, else the embedded SQLite file under var/."""
+    if settings.cassandra_hosts:
+        return CassandraArchive(
+            settings.cassandra_hosts,
+            port=settings.cassandra_port,
+            keyspace=settings.cassandra_keyspace,
+            replication_factor=settings.cassandra_replication_factor,
+            max_in_flight=settings.cassandra_max_in_flight,
+        )
+    return SqliteArchive(settings.archive_path)
+
+
+async def open_platform(settings: Settings, *, clock: Clock | None = None) -> Platform:
+    """Open every backend the settings name (embedded ones for whatever is absent) and migrate the DB."""
+    clock = clock or SystemClock()
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    redis = open_redis(settings.redis_url)
+    archive = build_archive(settings)
+    await archive.open()
+    engine = make_engine(settings.effective_sql_url)
+    await asyncio.to_thread(upgrade, engine)
+    log.info("platform open: bus=%s archive=%s opdb=%s", settings.redis_url or "embedded",
+             type(archive).__name__, engine.url.render_as_string(hide_password=True))
+    return Platform(settings=settings, clock=clock, redis=redis, bus=Bus(redis, clock=clock), archive=archive,
+                    engine=engine)

@@ -1,0 +1,56 @@
+"""The composition root opens the embedded backends and reports their health."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from deploy.factory import open_platform
+from hmi_api.app import create_app
+from skyops.archive.sqlite import SqliteArchive
+from skyops.settings import Settings
+
+
+async def test_embedded_platform_is_healthy(tmp_path: Path) -> None:
+    platform = await open_platform(Settings(var_dir=tmp_path))
+    try:
+        assert isinstance(platform.archive, SqliteArchive)
+        assert platform.mode == "embedded"
+        report = await platform.health()
+        assert report["status"] == "ok"
+        assert report["components"] == {"bus": "ok", "archive": "ok", "opdb": "ok"}
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(health=platform.health)),
+                                     base_url="http://skyops") as client:
+            r = await client.get("/health")
+        assert r.status_code == 200
+        assert r.json()["mode"] == "embedded"
+    finally:
+        await platform.close()
+
+
+async def test_a_failing_backend_makes_health_degraded(tmp_path: Path) -> None:
+    platform = await open_platform(Settings(var_dir=tmp_path))
+    try:
+        await platform.archive.close()  # the archive is gone: health must say so, with the reason
+        report = await platform.health()
+        assert report["status"] == "degraded"
+        assert report["components"]["archive"].startswith("error:")
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(health=platform.health)),
+                                     base_url="http://skyops") as client:
+            assert (await client.get("/health")).status_code == 503
+    finally:
+        await platform.redis.aclose()
+        platform.engine.dispose()
+
+
+def test_placeholder_secret_is_refused_in_production() -> None:
+    with pytest.raises(ValueError, match="SKYOPS_SECRET_KEY"):
+        Settings(environment="production")
+
+
+def test_bad_settings_name_the_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SKYOPS_CASSANDRA_KEYSPACE", "Bad-Name")
+    with pytest.raises(ValueError, match="cassandra_keyspace"):
+        Settings()
