@@ -42,6 +42,11 @@ class ValueKind(IntEnum):
     STR = 4
 
 
+# Plain ints for numpy comparisons in hot paths (enum attribute lookups are slow).
+K_NULL, K_FLOAT, K_INT, K_BOOL, K_STR = 0, 1, 2, 3, 4
+Q_BAD = 2
+
+
 def check_point_name(point: str) -> str:
     """A point name is dotted lowercase (`lasilla.asm.wind_speed`); anything else is refused."""
     if not isinstance(point, str) or not POINT_NAME.match(point) or len(point) > 200:
@@ -123,13 +128,31 @@ class SampleBatch:
             raise InvalidRecordError("sample batch has an unknown value kind")
         if n and int(self.quality.max()) > Quality.BAD:
             raise InvalidRecordError("sample batch has an unknown quality code")
-        is_str = self.kind == ValueKind.STR
+        is_str = self.kind == K_STR
         if is_str.any():
             idx = self.bits[is_str]
             if int(idx.min()) < 0 or int(idx.max()) >= len(self.strings):
                 raise InvalidRecordError("sample batch refers to a string outside its string table")
 
     # --- construction -------------------------------------------------------------------------
+    @classmethod
+    def _derived(
+        cls,
+        points: tuple[str, ...],
+        point_idx: npt.NDArray[np.uint32],
+        ts_us: npt.NDArray[np.int64],
+        kind: npt.NDArray[np.uint8],
+        bits: npt.NDArray[np.int64],
+        quality: npt.NDArray[np.uint8],
+        strings: tuple[str, ...],
+    ) -> SampleBatch:
+        """A batch cut from already validated columns: skips validation, which dominates hot paths."""
+        out = object.__new__(cls)
+        for name, value in (("points", points), ("point_idx", point_idx), ("ts_us", ts_us), ("kind", kind),
+                            ("bits", bits), ("quality", quality), ("strings", strings)):
+            object.__setattr__(out, name, value)
+        return out
+
     @classmethod
     def empty(cls) -> SampleBatch:
         return cls.from_samples(())
@@ -239,18 +262,21 @@ class SampleBatch:
 
     def numeric(self) -> npt.NDArray[np.float64]:
         """Values as float64; NaN where the value is None or a string."""
+        kind = self.kind
+        if len(kind) and (kind == K_FLOAT).all():
+            view = self.bits.view(np.float64)
+            view.flags.writeable = False  # a view of the stored bits: callers must not change them
+            return view
         out = np.full(len(self), np.nan)
-        f = self.kind == ValueKind.FLOAT
+        f = kind == K_FLOAT
         out[f] = self.bits[f].view(np.float64)
-        n = (self.kind == ValueKind.INT) | (self.kind == ValueKind.BOOL)
+        n = (kind == K_INT) | (kind == K_BOOL)
         out[n] = self.bits[n].astype(np.float64)
         return out
 
     def usable(self) -> npt.NDArray[np.bool_]:
         """Samples whose value can be used as data: numeric and not of BAD quality."""
-        usable: npt.NDArray[np.bool_] = (
-            (self.kind != ValueKind.NULL) & (self.kind != ValueKind.STR) & (self.quality != Quality.BAD)
-        )
+        usable: npt.NDArray[np.bool_] = (self.kind != K_NULL) & (self.kind != K_STR) & (self.quality != Q_BAD)
         return usable
 
     def value_at(self, i: int) -> Value:
@@ -278,16 +304,11 @@ class SampleBatch:
                 quality=Quality(int(self.quality[i])),
             )
 
-    def select(self, rows: npt.NDArray[np.bool_] | npt.NDArray[np.intp]) -> SampleBatch:
-        """The rows picked by a mask or index array (string and point tables are kept whole)."""
-        return SampleBatch(
-            points=self.points,
-            point_idx=self.point_idx[rows],
-            ts_us=self.ts_us[rows],
-            kind=self.kind[rows],
-            bits=self.bits[rows],
-            quality=self.quality[rows],
-            strings=self.strings,
+    def select(self, rows: npt.NDArray[np.bool_] | npt.NDArray[np.intp] | slice) -> SampleBatch:
+        """The rows picked by a mask, index array or slice (string and point tables are kept whole)."""
+        return SampleBatch._derived(
+            self.points, self.point_idx[rows], self.ts_us[rows], self.kind[rows], self.bits[rows],
+            self.quality[rows], self.strings,
         )
 
     def by_point(self) -> Iterator[tuple[str, SampleBatch]]:
@@ -300,14 +321,9 @@ class SampleBatch:
         for rows in np.split(order, cuts):
             name = self.points[int(self.point_idx[rows[0]])]
             part = self.select(rows)
-            yield name, SampleBatch(
-                points=(name,),
-                point_idx=np.zeros(len(rows), dtype=np.uint32),
-                ts_us=part.ts_us,
-                kind=part.kind,
-                bits=part.bits,
-                quality=part.quality,
-                strings=part.strings,
+            yield name, SampleBatch._derived(
+                (name,), np.zeros(len(rows), dtype=np.uint32), part.ts_us, part.kind, part.bits, part.quality,
+                part.strings,
             )
 
     def dedupe_sorted(self) -> SampleBatch:

@@ -21,6 +21,7 @@ from skyops.archive.port import (
     HOUR_US,
     LOG_SHARDS,
     Archive,
+    LatestRow,
     LogPage,
     LogQuery,
     RetentionClass,
@@ -31,7 +32,7 @@ from skyops.archive.port import (
 )
 from skyops.archive.sqlite import _AGG_COLS, aggregates_from_rows, alarm_from_row, latest_sample, log_from_row
 from skyops.errors import BackendUnavailableError
-from skyops.records import AlarmEvent, LogRecord, Sample, SampleBatch
+from skyops.records import AlarmEvent, LogRecord, Sample
 from skyops.timeutil import US_PER_DAY, US_PER_S, from_us, to_us
 
 log = logging.getLogger(__name__)
@@ -266,14 +267,8 @@ class CassandraArchive(Archive):
             for page in pages for r in page
         ]
 
-    async def _write_latest(self, latest: Sequence[Sample]) -> None:
-        rows = []
-        for s in latest:
-            b = SampleBatch.from_samples([s])
-            ts = int(b.ts_us[0])
-            rows.append((s.point, ts, int(b.kind[0]), int(b.bits[0]), int(s.quality),
-                         s.value if isinstance(s.value, str) else None, ts))
-        await self._run_all("latest_w", rows)
+    async def _write_latest(self, latest: Sequence[LatestRow]) -> None:
+        await self._run_all("latest_w", [(*row, row[1]) for row in latest])
 
     async def _read_latest(self, points: Sequence[str] | None) -> list[Sample]:
         if points is None:

@@ -16,14 +16,16 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from skyops.archive.binning import Aggregates, BinnedSeries, Resolution, aggregate, plan_bins, to_bins
-from skyops.archive.blocks import Chunk, check_block_seconds, chunk_batch, unpack
+from skyops.archive.blocks import Chunk, check_block_seconds, chunk_sorted, unpack
 from skyops.errors import InvalidRecordError, UnknownPointError
-from skyops.records import AlarmEvent, LogRecord, Sample, SampleBatch, check_point_name
+from skyops.records import K_STR, AlarmEvent, LogRecord, Sample, SampleBatch, check_point_name
 from skyops.timeutil import US_PER_DAY, US_PER_S, from_us, to_us
 
 log = logging.getLogger(__name__)
 
 HOUR_US = 3600 * US_PER_S
+# (point, ts_us, kind, bits, quality, text) — a point's newest sample in the columns of the `latest` table.
+LatestRow = tuple[str, int, int, int, int, str | None]
 LOG_SHARDS = 4
 
 
@@ -218,7 +220,7 @@ class Archive(abc.ABC):
         """Chunks of `point` that may hold samples in [start, end) (a chunk never spans a block)."""
 
     @abc.abstractmethod
-    async def _write_latest(self, latest: Sequence[Sample]) -> None:
+    async def _write_latest(self, latest: Sequence[LatestRow]) -> None:
         """Keep, per point, whichever sample is newest, whatever order writes arrive in."""
 
     @abc.abstractmethod
@@ -253,26 +255,29 @@ class Archive(abc.ABC):
 
         Unknown points refuse the whole batch before anything is written.
         """
-        unknown = [p for p in batch.points if p not in self._points]
-        if unknown:
-            used = set(np.unique(batch.point_idx).tolist())
-            unknown = [p for i, p in enumerate(batch.points) if p not in self._points and i in used]
-            if unknown:
-                raise UnknownPointError(unknown)
         if not len(batch):
             return
+        used = np.unique(batch.point_idx)
+        unknown = [batch.points[i] for i in used.tolist() if batch.points[i] not in self._points]
+        if unknown:
+            raise UnknownPointError(unknown)
+        b = batch.dedupe_sorted()
+        classes = [self._class_of(p) for p in b.points]
+        block_us = np.asarray([c.block_seconds * US_PER_S for c in classes], dtype=np.int64)
         by_class: dict[str, list[Chunk]] = {}
-        latest: list[Sample] = []
-        for point, series in batch.dedupe_sorted().by_point():
-            cls = self._class_of(point)
-            by_class.setdefault(cls.name, []).extend(chunk_batch(point, series, cls.block_seconds))
-            last = len(series) - 1
-            latest.append(
-                Sample(point=point, ts=from_us(int(series.ts_us[last])), value=series.value_at(last),
-                       quality=int(series.quality[last]))  # type: ignore[arg-type]
-            )
-            hours = np.unique(series.ts_us // HOUR_US)
-            self._dirty.setdefault(point, set()).update(int(h) for h in hours)
+        for chunk in chunk_sorted(b, block_us):
+            by_class.setdefault(self._points[chunk.point], []).append(chunk)
+        # The last row of each point's run is its newest sample; every hour a point touched is re-aggregated.
+        idx = b.point_idx
+        last = np.r_[np.flatnonzero(idx[1:] != idx[:-1]), len(b) - 1]
+        latest = [
+            (b.points[int(idx[i])], int(b.ts_us[i]), int(b.kind[i]), int(b.bits[i]), int(b.quality[i]),
+             b.strings[int(b.bits[i])] if b.kind[i] == K_STR else None)
+            for i in last.tolist()
+        ]
+        hour_keys = np.unique(idx.astype(np.int64) * (2**40) + b.ts_us // HOUR_US)
+        for key in hour_keys.tolist():
+            self._dirty.setdefault(b.points[key >> 40], set()).add(key & (2**40 - 1))
         await asyncio.gather(*(self._write_chunks(self.retention[c], ch) for c, ch in by_class.items()))
         await self._write_latest(latest)
 

@@ -21,6 +21,7 @@ from skyops.archive.port import (
     HOUR_US,
     LOG_SHARDS,
     Archive,
+    LatestRow,
     LogPage,
     LogQuery,
     RetentionClass,
@@ -29,7 +30,7 @@ from skyops.archive.port import (
     log_record_id,
     page_logs,
 )
-from skyops.records import AlarmEvent, LogRecord, Quality, Sample, SampleBatch, ValueKind
+from skyops.records import AlarmEvent, LogRecord, Quality, Sample, ValueKind
 from skyops.timeutil import US_PER_DAY, US_PER_S, from_us, to_us
 
 T = TypeVar("T")
@@ -154,12 +155,8 @@ class SqliteArchive(Archive):
 
         return await self._call(read)
 
-    async def _write_latest(self, latest: Sequence[Sample]) -> None:
-        rows = []
-        for s in latest:
-            b = SampleBatch.from_samples([s])
-            rows.append((s.point, int(b.ts_us[0]), int(b.kind[0]), int(b.bits[0]), int(s.quality),
-                         s.value if isinstance(s.value, str) else None))
+    async def _write_latest(self, latest: Sequence[LatestRow]) -> None:
+        rows = list(latest)
 
         def write(db: sqlite3.Connection) -> None:
             with db:
