@@ -16,13 +16,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Result, p, print_table, ratio, timed_async, write_results  # noqa: E402
-from skyops.archive.binning import aggregate, plan_bins, to_bins  # noqa: E402
-from skyops.archive.cassandra import CassandraArchive  # noqa: E402
-from skyops.archive.port import Archive  # noqa: E402
-from skyops.archive.sqlite import SqliteArchive  # noqa: E402
-from skyops.records import SampleBatch  # noqa: E402
-from skyops.timeutil import from_us, to_us  # noqa: E402
+from bench.common import Result, p, print_table, ratio, timed_async, write_results
+from skyops.archive.binning import aggregate, plan_bins, to_bins
+from skyops.archive.cassandra import CassandraArchive
+from skyops.archive.port import Archive
+from skyops.archive.sqlite import SqliteArchive
+from skyops.records import SampleBatch
+from skyops.timeutil import from_us, to_us
 
 DAY0 = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
 
@@ -45,7 +45,9 @@ def batches(names: list[str], per_point: int, batch_seconds: int, start: datetim
     return out
 
 
-async def bench_adapter(label: str, archive: Archive, args: argparse.Namespace) -> tuple[list[Result], dict[str, float]]:
+async def bench_adapter(
+    label: str, archive: Archive, args: argparse.Namespace
+) -> tuple[list[Result], dict[str, float]]:
     names = points(args.points)
     day_point, month_point = "bench.day.value", "bench.month.value"
     archive.register_points({**{n: "standard" for n in names}, day_point: "standard", month_point: "long"})
@@ -164,7 +166,7 @@ async def main() -> None:
             cass = CassandraArchive(hosts, keyspace=ks, max_in_flight=256)
             await cass.open()
             try:
-                r, raw = await bench_adapter("cassandra", cass, args)
+                r, _raw = await bench_adapter("cassandra", cass, args)
                 rate, day_ms = await naive_cassandra_baseline(hosts, ks, 20_000 if not args.quick else 5_000)
                 for res in r:
                     if res.name.startswith("cassandra: write, 60"):

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PLACEHOLDER_SECRET = "change-me"
 
@@ -21,7 +21,9 @@ class Settings(BaseSettings):
 
     redis_url: str | None = Field(default=None, description="redis://host:port/db; absent → embedded fakeredis")
 
-    cassandra_hosts: list[str] | None = Field(default=None, description="contact points; absent → SQLite archive")
+    cassandra_hosts: Annotated[list[str] | None, NoDecode] = Field(
+        default=None, description="contact points, comma-separated; absent → SQLite archive"
+    )
     cassandra_port: int = 9042
     cassandra_keyspace: str = Field(default="skyops", pattern=r"^[a-z][a-z0-9_]{0,47}$")
     cassandra_replication_factor: int = Field(default=1, ge=1)
@@ -30,6 +32,14 @@ class Settings(BaseSettings):
     sql_url: str | None = Field(default=None, description="SQLAlchemy URL; absent → SQLite under var_dir")
 
     secret_key: SecretStr = SecretStr(PLACEHOLDER_SECRET)
+
+    @field_validator("cassandra_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, v: object) -> object:
+        if isinstance(v, str):
+            hosts = [h.strip() for h in v.split(",") if h.strip()]
+            return hosts or None
+        return v
 
     @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> Settings:

@@ -54,3 +54,10 @@ def test_bad_settings_name_the_field(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SKYOPS_CASSANDRA_KEYSPACE", "Bad-Name")
     with pytest.raises(ValueError, match="cassandra_keyspace"):
         Settings()
+
+
+def test_cassandra_hosts_from_a_comma_separated_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SKYOPS_CASSANDRA_HOSTS", "10.0.0.1, 10.0.0.2")
+    assert Settings().cassandra_hosts == ["10.0.0.1", "10.0.0.2"]
+    monkeypatch.setenv("SKYOPS_CASSANDRA_HOSTS", "")
+    assert Settings().cassandra_hosts is None
