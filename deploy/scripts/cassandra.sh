@@ -150,14 +150,18 @@ role_manager: CassandraRoleManager
 # A fresh node with nothing to upgrade from: use 5.0's own storage format and features.
 storage_compatibility_mode: NONE
 
-# Small test node (2 cores): few threads, small memtables, no snapshot on DROP/TRUNCATE.
+# Single node on 2 cores: one compactor, no snapshot on DROP/TRUNCATE; enough write threads and
+# memtable space that the archive's packed-block writes are not throttled by flushes.
 auto_snapshot: false
 concurrent_compactors: 1
-concurrent_reads: 4
-concurrent_writes: 4
+concurrent_reads: 16
+concurrent_writes: 32
 concurrent_counter_writes: 4
-memtable_heap_space: 64MiB
-memtable_offheap_space: 64MiB
+memtable_heap_space: 192MiB
+memtable_offheap_space: 192MiB
+# The archive sends single-partition batches (a point-day's aggregate rows); never multi-partition ones.
+batch_size_warn_threshold: 64KiB
+batch_size_fail_threshold: 640KiB
 
 # Generous timeouts: a loaded 2-core CI machine must not turn slow into failed.
 read_request_timeout: 10000ms

@@ -12,7 +12,7 @@ from typing import Any
 from cassandra import ConsistencyLevel
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, ResponseFuture, Session
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
-from cassandra.query import PreparedStatement
+from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
 from skyops.archive.binning import Aggregates, Resolution
 from skyops.archive.blocks import Chunk
@@ -44,6 +44,10 @@ _AGG_DEFS = ", ".join(
     f"{c} {'double' if c in {'vmin', 'vmax', 'vsum', 'vsumsq', 'first', 'last'} else 'bigint'}"
     for c in _AGG_COLS
 )
+
+
+# A day of 1-minute aggregate rows is 1,440; batches stay well under the node's size thresholds.
+MAX_BATCH_ROWS = 100
 
 
 def _year(us: int) -> int:
@@ -203,7 +207,7 @@ class CassandraArchive(Archive):
         await self._run(f"DROP KEYSPACE IF EXISTS {self.keyspace}", ())
 
     # --- driver bridge ------------------------------------------------------------------------
-    async def _run(self, stmt: PreparedStatement | str, params: Sequence[Any]) -> list[Any]:
+    async def _run(self, stmt: PreparedStatement | BatchStatement | str, params: Sequence[Any]) -> list[Any]:
         """Execute one statement on the driver's event loop and collect every page of rows."""
         session = self._session
         if session is None:
@@ -237,6 +241,30 @@ class CassandraArchive(Archive):
         """One statement over many rows, each its own request, at most `max_in_flight` at a time."""
         ps = self._ps[name]
         await asyncio.gather(*(self._run(ps, p) for p in param_rows))
+
+    async def _run_by_partition(self, name: str, param_rows: Sequence[Sequence[Any]], key_len: int) -> None:
+        """Rows grouped by partition key (their first `key_len` values), one UNLOGGED batch per partition.
+
+        A single-partition batch is applied as one mutation on one replica set: fewer requests and no
+        coordinator fan-out. Rows of different partitions are never batched together.
+        """
+        ps = self._ps[name]
+        groups: dict[tuple[Any, ...], list[Sequence[Any]]] = {}
+        for row in param_rows:
+            groups.setdefault(tuple(row[:key_len]), []).append(row)
+        statements: list[BatchStatement | tuple[PreparedStatement, Sequence[Any]]] = []
+        for rows in groups.values():
+            for start in range(0, len(rows), MAX_BATCH_ROWS):
+                part = rows[start : start + MAX_BATCH_ROWS]
+                if len(part) == 1:
+                    statements.append((ps, part[0]))
+                    continue
+                batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+                for row in part:
+                    batch.add(ps, row)
+                statements.append(batch)
+        await asyncio.gather(*(self._run(st, ()) if isinstance(st, BatchStatement) else self._run(*st)
+                               for st in statements))
 
     # --- samples ------------------------------------------------------------------------------
     async def _write_chunks(self, cls: RetentionClass, chunks: Sequence[Chunk]) -> None:
@@ -287,7 +315,7 @@ class CassandraArchive(Archive):
             vals = [col[i] for col in cols]
             extra = [] if ttl is None else [int(ttl.total_seconds())]
             params.append((point, part, bucket, *vals, *extra))
-        await self._run_all(f"agg_w_{res.value}", params)
+        await self._run_by_partition(f"agg_w_{res.value}", params, key_len=2)
 
     async def _read_aggregates(self, res: Resolution, point: str, start_us: int, end_us: int) -> Aggregates:
         ps = self._ps[f"agg_r_{res.value}"]
