@@ -11,7 +11,7 @@ import typer
 import uvicorn
 from rich.console import Console
 
-from deploy.factory import open_platform
+from deploy.factory import build_hmi_services, open_platform
 from hmi_api.app import create_app
 from skyops.settings import Settings
 
@@ -34,7 +34,11 @@ def up(
 async def _serve(settings: Settings, host: str, port: int) -> None:
     platform = await open_platform(settings)
     try:
-        api = create_app(health=platform.health)
+        services, admin_password = await build_hmi_services(platform)
+        if admin_password is not None:
+            console.print(f"[bold yellow]first start:[/] log in as [bold]admin[/] with password "
+                          f"[bold]{admin_password}[/] (shown once; change it)")
+        api = create_app(health=platform.health, services=services)
         server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="info"))
         console.print(f"[bold green]skyops up[/] ({platform.mode}) — health at http://{host}:{port}/health")
         await server.serve()

@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import redis.asyncio as aioredis
 from sqlalchemy import Engine, text
 
+from hmi_api.auth import Authenticator, ensure_initial_admin
+from hmi_api.graphql.context import HmiServices
 from skyops.archive.cassandra import CassandraArchive
 from skyops.archive.port import Archive
 from skyops.archive.sqlite import SqliteArchive
-from skyops.bus import Bus, open_redis
-from skyops.opdb.engine import make_engine, upgrade
+from skyops.bus import Bus, StreamRetention, open_redis
+from skyops.codec import encode_logs
+from skyops.opdb.engine import make_engine, make_sessionmaker, upgrade
+from skyops.opdb.users import UserStore
+from skyops.records import LogRecord
 from skyops.settings import Settings
+from skyops.streams import LOG_RECORDS
 from skyops.timeutil import Clock, SystemClock
 
 log = logging.getLogger(__name__)
@@ -59,6 +67,24 @@ class Platform:
         await self.archive.close()
         await self.redis.aclose()
         self.engine.dispose()
+
+
+async def build_hmi_services(platform: Platform) -> tuple[HmiServices, str | None]:
+    """The HMI's collaborators; on a first start also the generated admin password (to print once)."""
+    sessions = make_sessionmaker(platform.engine)
+    users = UserStore(sessions)
+    auth = Authenticator(users=users, sessions=sessions, clock=platform.clock)
+    password = await asyncio.to_thread(ensure_initial_admin, users, now=platform.clock.now())
+    retention = StreamRetention(max_len=1_000_000, max_age=timedelta(days=2))
+    host = socket.gethostname()
+
+    async def audit(user: str, action: str, details: dict[str, str]) -> None:
+        # Every user action is a log record of source "hmi", component "audit": it reaches the log archive.
+        record = LogRecord(ts=platform.clock.now(), level=logging.INFO, source="hmi", component="audit", host=host,
+                           message=f"{user}: {action}", attributes={"user": user, "action": action, **details})
+        await platform.bus.publish(LOG_RECORDS, encode_logs([record]), retention=retention)
+
+    return HmiServices(auth=auth, clock=platform.clock, audit=audit), password
 
 
 def _ping_sql(engine: Engine) -> None:

@@ -1,4 +1,4 @@
-"""The FastAPI application: health now; GraphQL, REST and the operator page mount here as they arrive."""
+"""The FastAPI application: health, Prometheus metrics, GraphQL (HTTP and graphql-transport-ws)."""
 
 from __future__ import annotations
 
@@ -6,18 +6,33 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from hmi_api.graphql.context import HmiServices
+from hmi_api.graphql.router import graphql_router
+from hmi_api.metrics import Metrics
 
 HealthProbe = Callable[[], Awaitable[dict[str, Any]]]
 
 
-def create_app(*, health: HealthProbe, title: str = "skyops") -> FastAPI:
-    """Build the app around a health probe supplied by the composition root (hmi_api never opens backends)."""
+def create_app(
+    *, health: HealthProbe, services: HmiServices | None = None, metrics: Metrics | None = None, title: str = "skyops"
+) -> FastAPI:
+    """Build the app around collaborators supplied by the composition root (hmi_api never opens backends)."""
     app = FastAPI(title=title, summary="Operations platform for a remotely operated telescope")
+    metrics = metrics or (services.metrics if services is not None else Metrics())
+    app.state.metrics = metrics
 
     @app.get("/health", tags=["ops"], summary="Whether every backend answers")
     async def get_health() -> JSONResponse:
         report = await health()
         return JSONResponse(report, status_code=200 if report.get("status") == "ok" else 503)
 
+    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics")
+    async def get_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    if services is not None:
+        app.include_router(graphql_router(services), prefix="/graphql")
     return app

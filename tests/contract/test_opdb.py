@@ -29,6 +29,7 @@ from skyops.opdb import (
     upgrade,
 )
 from skyops.opdb.engine import alembic_config, current_revision
+from hmi_api import models as _hmi_models  # noqa: F401  (its tables join Base.metadata for the drift test)
 
 T0 = datetime(2025, 3, 14, 23, 59, 58, 123456, tzinfo=UTC)
 PASSWORD = "dome-open-at-dusk"

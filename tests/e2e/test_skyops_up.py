@@ -44,3 +44,4 @@ def test_skyops_up_answers_health(tmp_path: Path) -> None:
         proc.terminate()
         out, _ = proc.communicate(timeout=20)
     assert "health at" in out
+    assert "first start" in out  # the generated admin password is printed once

@@ -7,10 +7,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from deploy.factory import open_platform
+from deploy.factory import build_hmi_services, open_platform
 from hmi_api.app import create_app
 from skyops.archive.sqlite import SqliteArchive
+from skyops.codec import decode_logs
 from skyops.settings import Settings
+from skyops.streams import LOG_RECORDS
 
 
 async def test_embedded_platform_is_healthy(tmp_path: Path) -> None:
@@ -61,3 +63,19 @@ def test_cassandra_hosts_from_a_comma_separated_variable(monkeypatch: pytest.Mon
     assert Settings().cassandra_hosts == ["10.0.0.1", "10.0.0.2"]
     monkeypatch.setenv("SKYOPS_CASSANDRA_HOSTS", "")
     assert Settings().cassandra_hosts is None
+
+
+async def test_hmi_services_create_the_first_admin_and_audit_to_the_log_stream(tmp_path: Path) -> None:
+    platform = await open_platform(Settings(var_dir=tmp_path))
+    try:
+        services, password = await build_hmi_services(platform)
+        assert password is not None
+        assert (await build_hmi_services(platform))[1] is None  # printed once only
+        await services.audit("admin", "user.create", {"target": "otto"})
+        entries = await platform.redis.xrange(LOG_RECORDS)
+        (record,) = decode_logs(entries[-1][1][b"d"])
+        assert record.source == "hmi"
+        assert record.component == "audit"
+        assert record.attributes == {"user": "admin", "action": "user.create", "target": "otto"}
+    finally:
+        await platform.close()

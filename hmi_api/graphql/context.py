@@ -1,0 +1,62 @@
+"""What every resolver receives: the logged-in user (if any), the services it may call, and the audit hook."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from strawberry.fastapi import BaseContext
+
+from hmi_api.auth import Authenticator, AuthError, require
+from hmi_api.metrics import Metrics
+from skyops.opdb.users import UserPublic
+from skyops.timeutil import Clock
+
+# An audit record: (user, action, details). deploy wires it to the log stream, so every user action is archived.
+Audit = Callable[[str, str, dict[str, str]], Awaitable[None]]
+
+
+async def no_audit(user: str, action: str, details: dict[str, str]) -> None:
+    return None
+
+
+@dataclass
+class HmiServices:
+    """Long-lived collaborators, built once by deploy and shared by every request."""
+
+    auth: Authenticator
+    clock: Clock
+    audit: Audit = no_audit
+    metrics: Metrics = field(default_factory=Metrics)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class HmiContext(BaseContext):
+    """Per request (or per websocket connection) state."""
+
+    def __init__(self, services: HmiServices, *, token: str | None, address: str) -> None:
+        super().__init__()
+        self.services = services
+        self.token = token
+        self.address = address
+        self.user: UserPublic | None = None
+        self.connection_params: dict[str, Any] | None = None
+
+    async def resolve_user(self) -> UserPublic | None:
+        """The token's user, looked up once per request; None for an anonymous caller."""
+        if self.user is None and self.token:
+            try:
+                self.user = await asyncio.to_thread(self.services.auth.authenticate, self.token)
+            except AuthError:
+                self.user = None
+        return self.user
+
+    async def allowed(self, action: str) -> UserPublic:
+        """The user if allowed `action`, else an AuthError/PermissionDeniedError that becomes a GraphQL error."""
+        return require(await self.resolve_user(), action)
+
+    async def audit(self, action: str, **details: str) -> None:
+        user = self.user.username if self.user else "anonymous"
+        await self.services.audit(user, action, details)

@@ -1,0 +1,142 @@
+"""The HMI's GraphQL schema: queries, mutations and subscriptions, each checking the caller's role."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from datetime import datetime, timedelta
+
+import strawberry
+from pydantic import SecretStr, ValidationError
+from strawberry.types import Info
+
+from hmi_api.auth import AuthError
+from hmi_api.graphql.context import HmiContext
+from hmi_api.graphql.types import LoginResult, User, UserChanges, UserInput
+from skyops.opdb.models import Group
+from skyops.opdb.users import UserCreate, UserUpdate
+
+Ctx = Info[HmiContext, None]
+
+
+def _friendly(exc: ValidationError) -> ValueError:
+    """A pydantic error as one readable line per field, e.g. `password: password must have at least 10 characters`."""
+    parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()]
+    return ValueError("; ".join(parts))
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="The logged-in user")
+    async def me(self, info: Ctx) -> User:
+        return User.of(await info.context.allowed("read"))
+
+    @strawberry.field(description="Every user account (administrators)")
+    async def users(self, info: Ctx) -> list[User]:
+        await info.context.allowed("user.manage")
+        return [User.of(u) for u in await asyncio.to_thread(info.context.services.auth.users.list)]
+
+    @strawberry.field(description="How long a login lasts, in hours")
+    async def session_duration_hours(self, info: Ctx) -> float:
+        await info.context.allowed("read")
+        ttl = await asyncio.to_thread(info.context.services.auth.session_ttl)
+        return ttl.total_seconds() / 3600
+
+    @strawberry.field(description="The server's UTC time")
+    def server_time(self, info: Ctx) -> datetime:
+        return info.context.services.clock.now()
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(description="Log in; the token authorises HTTP requests and websocket connections")
+    async def login(self, info: Ctx, username: str, password: str) -> LoginResult:
+        ctx = info.context
+        try:
+            issued = await asyncio.to_thread(ctx.services.auth.login, username, password, address=ctx.address)
+        except AuthError as exc:
+            ctx.services.metrics.logins.labels(result="refused").inc()
+            await ctx.services.audit(username, "login.failed", {"address": ctx.address, "reason": str(exc)})
+            raise
+        ctx.services.metrics.logins.labels(result="ok").inc()
+        ctx.user = issued.user
+        await ctx.audit("login", address=ctx.address)
+        return LoginResult(token=issued.token, expires_at=issued.expires_at, user=User.of(issued.user))
+
+    @strawberry.mutation(description="End this session")
+    async def logout(self, info: Ctx) -> bool:
+        ctx = info.context
+        await ctx.allowed("read")
+        assert ctx.token is not None
+        await asyncio.to_thread(ctx.services.auth.logout, ctx.token)
+        await ctx.audit("logout")
+        return True
+
+    @strawberry.mutation(description="Open a user account (administrators)")
+    async def create_user(self, info: Ctx, user: UserInput) -> User:
+        ctx = info.context
+        await ctx.allowed("user.manage")
+        try:
+            data = UserCreate(username=user.username, full_name=user.full_name, group=Group(user.group.value),
+                              password=SecretStr(user.password), disabled=user.disabled)
+        except ValidationError as exc:
+            raise _friendly(exc) from None
+        created = await asyncio.to_thread(ctx.services.auth.users.create, data=data, now=ctx.services.clock.now())
+        await ctx.audit("user.create", target=created.username, group=created.group.value)
+        return User.of(created)
+
+    @strawberry.mutation(description="Change a user account (administrators)")
+    async def update_user(self, info: Ctx, username: str, changes: UserChanges) -> User:
+        ctx = info.context
+        await ctx.allowed("user.manage")
+        store = ctx.services.auth.users
+        now = ctx.services.clock.now()
+        try:
+            data = UserUpdate(full_name=changes.full_name, disabled=changes.disabled,
+                              group=None if changes.group is None else Group(changes.group.value))
+        except ValidationError as exc:
+            raise _friendly(exc) from None
+        if changes.password is not None:
+            try:
+                await asyncio.to_thread(store.set_password, username=username, password=changes.password, now=now)
+            except ValidationError as exc:
+                raise _friendly(exc) from None
+        updated = await asyncio.to_thread(store.update, username=username, data=data, now=now)
+        await ctx.audit("user.update", target=username,
+                        fields=",".join(k for k, v in vars(changes).items() if v is not None))
+        return User.of(updated)
+
+    @strawberry.mutation(description="Delete a user account (administrators)")
+    async def delete_user(self, info: Ctx, username: str) -> bool:
+        ctx = info.context
+        await ctx.allowed("user.manage")
+        await asyncio.to_thread(ctx.services.auth.users.delete, username=username)
+        await ctx.audit("user.delete", target=username)
+        return True
+
+    @strawberry.mutation(description="Set how long logins last, in hours (administrators)")
+    async def set_session_duration(self, info: Ctx, hours: float) -> float:
+        ctx = info.context
+        admin = await ctx.allowed("settings.manage")
+        ttl = await asyncio.to_thread(ctx.services.auth.set_session_ttl, timedelta(hours=hours), by=admin.username)
+        await ctx.audit("settings.session_duration", hours=str(hours))
+        return ttl.total_seconds() / 3600
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(description="The server's UTC time every `intervalS` seconds (a liveness clock)")
+    async def server_time(self, info: Ctx, interval_s: float = 1.0) -> AsyncGenerator[datetime, None]:
+        await info.context.allowed("read")
+        if not 0.05 <= interval_s <= 3600:
+            raise ValueError("intervalS must be between 0.05 and 3600")
+        try:
+            while True:
+                yield info.context.services.clock.now()
+                await asyncio.sleep(interval_s)
+        finally:
+            pass  # nothing held; later subscriptions release their bus subscriptions here
+
+
+def build_schema() -> strawberry.Schema:
+    return strawberry.Schema(query=Query, mutation=Mutation, subscription=Subscription)
