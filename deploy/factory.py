@@ -84,7 +84,7 @@ async def build_hmi_services(platform: Platform) -> tuple[HmiServices, str | Non
                            message=f"{user}: {action}", attributes={"user": user, "action": action, **details})
         await platform.bus.publish(LOG_RECORDS, encode_logs([record]), retention=retention)
 
-    return HmiServices(auth=auth, clock=platform.clock, audit=audit), password
+    return HmiServices(auth=auth, clock=platform.clock, audit=audit, archive=platform.archive), password
 
 
 def _ping_sql(engine: Engine) -> None:

@@ -11,6 +11,7 @@ from strawberry.fastapi import BaseContext
 
 from hmi_api.auth import Authenticator, AuthError, require
 from hmi_api.metrics import Metrics
+from skyops.archive.port import Archive
 from skyops.opdb.users import UserPublic
 from skyops.timeutil import Clock
 
@@ -30,6 +31,7 @@ class HmiServices:
     clock: Clock
     audit: Audit = no_audit
     metrics: Metrics = field(default_factory=Metrics)
+    archive: Archive | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -56,6 +58,11 @@ class HmiContext(BaseContext):
     async def allowed(self, action: str) -> UserPublic:
         """The user if allowed `action`, else an AuthError/PermissionDeniedError that becomes a GraphQL error."""
         return require(await self.resolve_user(), action)
+
+    def archive(self) -> Archive:
+        if self.services.archive is None:
+            raise RuntimeError("this HMI was started without an archive")
+        return self.services.archive
 
     async def audit(self, action: str, **details: str) -> None:
         user = self.user.username if self.user else "anonymous"

@@ -12,11 +12,28 @@ from strawberry.types import Info
 
 from hmi_api.auth import AuthError
 from hmi_api.graphql.context import HmiContext
-from hmi_api.graphql.types import LoginResult, User, UserChanges, UserInput
+from hmi_api.graphql.convert import alarm_entries, log_entry, point_value, time_series
+from hmi_api.graphql.types import (
+    AlarmHistoryEntry,
+    LogFilter,
+    LoginResult,
+    LogPage,
+    PointValue,
+    TimeSeries,
+    User,
+    UserChanges,
+    UserInput,
+)
+from skyops.archive.port import LogQuery
 from skyops.opdb.models import Group
 from skyops.opdb.users import UserCreate, UserUpdate
+from skyops.records import parse_level
 
 Ctx = Info[HmiContext, None]
+
+
+def _tuple(values: list[str] | None) -> tuple[str, ...] | None:
+    return None if values is None else tuple(values)
 
 
 def _friendly(exc: ValidationError) -> ValueError:
@@ -45,6 +62,45 @@ class Query:
     @strawberry.field(description="The server's UTC time")
     def server_time(self, info: Ctx) -> datetime:
         return info.context.services.clock.now()
+
+    @strawberry.field(description="Newest value of each point (all points with a value when none are named)")
+    async def latest(self, info: Ctx, points: list[str] | None = None) -> list[PointValue]:
+        await info.context.allowed("read")
+        found = await info.context.archive().latest(points)
+        return [point_value(found[p]) for p in sorted(found)]
+
+    @strawberry.field(description="History of points binned on the server to at most `maxPoints` bins each")
+    async def time_series(
+        self, info: Ctx, points: list[str], start: datetime, end: datetime, max_points: int = 1000
+    ) -> list[TimeSeries]:
+        await info.context.allowed("read")
+        if not 1 <= max_points <= 10_000:
+            raise ValueError("maxPoints must be between 1 and 10000")
+        if not 1 <= len(points) <= 50:
+            raise ValueError("ask for 1 to 50 points at a time")
+        series = await info.context.archive().binned_many(points, start, end, max_points)
+        return [time_series(series[p]) for p in points]
+
+    @strawberry.field(description="Log records matching a filter, a page at a time")
+    async def logs(self, info: Ctx, filter: LogFilter, limit: int = 200, cursor: str | None = None) -> LogPage:
+        await info.context.allowed("read")
+        query = LogQuery(
+            start=filter.start, end=filter.end, min_level=parse_level(filter.min_level),
+            sources=_tuple(filter.sources), hosts=_tuple(filter.hosts), components=_tuple(filter.components),
+            text=filter.text, regex=filter.regex, newest_first=filter.newest_first, limit=limit, cursor=cursor,
+        )
+        page = await info.context.archive().query_logs(query)
+        return LogPage(entries=[log_entry(r) for r in page.records], next_cursor=page.next_cursor)
+
+    @strawberry.field(description="Alarm transitions and operator actions, newest first")
+    async def alarm_history(
+        self, info: Ctx, start: datetime, end: datetime, alarm_id: str | None = None, limit: int = 500
+    ) -> list[AlarmHistoryEntry]:
+        await info.context.allowed("read")
+        if not 1 <= limit <= 10_000:
+            raise ValueError("limit must be between 1 and 10000")
+        events = await info.context.archive().alarm_history(start=start, end=end, alarm_id=alarm_id, limit=limit)
+        return alarm_entries(events)
 
 
 @strawberry.type

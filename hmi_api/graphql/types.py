@@ -54,3 +54,74 @@ class UserChanges:
     group: UserGroup | None = None
     disabled: bool | None = None
     password: str | None = None
+
+
+@strawberry.type(description="A point's newest value; NaN/inf never leave the server (value null, quality BAD)")
+class PointValue:
+    point: str
+    time: datetime
+    value: strawberry.scalars.JSON | None
+    quality: str
+
+
+@strawberry.type(description="A point's history in regular bins, as columns; gap bins hold nulls and count 0")
+class TimeSeries:
+    point: str
+    resolution: str = strawberry.field(description="raw, 1m or 1h: where the bins were computed from")
+    bin_seconds: float
+    times: list[datetime]
+    count: list[int]
+    bad_count: list[int]
+    min: list[float | None]
+    max: list[float | None]
+    mean: list[float | None]
+    first: list[float | None]
+    last: list[float | None]
+
+
+@strawberry.type(description="One log record")
+class LogEntry:
+    time: datetime
+    level: str
+    source: str
+    component: str
+    host: str
+    message: str
+    attributes: strawberry.scalars.JSON
+    trace_id: str | None
+    ob_id: str | None
+
+
+@strawberry.type(description="A page of log records; pass `nextCursor` back for the next page")
+class LogPage:
+    entries: list[LogEntry]
+    next_cursor: str | None
+
+
+@strawberry.input(description="Which log records to return; everything optional but the time range")
+class LogFilter:
+    start: datetime
+    end: datetime
+    min_level: str = "DEBUG"
+    sources: list[str] | None = None
+    hosts: list[str] | None = None
+    components: list[str] | None = None
+    text: str | None = None
+    regex: str | None = None
+    newest_first: bool = True
+
+
+@strawberry.type(description="An alarm transition or operator action, as archived")
+class AlarmHistoryEntry:
+    alarm_id: str
+    time: datetime
+    seq: int
+    action: str
+    severity: str
+    latched: str
+    state: str
+    acked: bool
+    user: str | None
+    comment: str | None
+    reason: str
+    attributes: strawberry.scalars.JSON

@@ -1,0 +1,59 @@
+"""Turning kernel records into GraphQL types: NaN and infinities become null, levels and severities names."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable
+
+import numpy as np
+import numpy.typing as npt
+from strawberry.scalars import JSON
+
+from hmi_api.graphql.types import AlarmHistoryEntry, LogEntry, PointValue, TimeSeries
+from skyops.archive.binning import BinnedSeries
+from skyops.records import AlarmEvent, LogRecord, Quality, Sample
+from skyops.timeutil import from_us
+
+
+def finite_or_none(values: npt.NDArray[np.float64]) -> list[float | None]:
+    return [v if math.isfinite(v) else None for v in values.tolist()]
+
+
+def point_value(s: Sample) -> PointValue:
+    value = s.value
+    quality = s.quality
+    if isinstance(value, float) and not math.isfinite(value):
+        value, quality = None, Quality.BAD
+    return PointValue(point=s.point, time=s.ts, value=JSON(value), quality=quality.name)
+
+
+def time_series(b: BinnedSeries) -> TimeSeries:
+    return TimeSeries(
+        point=b.point,
+        resolution=b.resolution.value,
+        bin_seconds=b.width_us / 1e6,
+        times=[from_us(t) for t in b.edges_us.tolist()],
+        count=b.count.tolist(),
+        bad_count=b.bad_count.tolist(),
+        min=finite_or_none(b.vmin),
+        max=finite_or_none(b.vmax),
+        mean=finite_or_none(b.mean),
+        first=finite_or_none(b.first),
+        last=finite_or_none(b.last),
+    )
+
+
+def log_entry(r: LogRecord) -> LogEntry:
+    return LogEntry(time=r.ts, level=logging.getLevelName(r.level), source=r.source, component=r.component,
+                    host=r.host, message=r.message, attributes=JSON(dict(r.attributes)), trace_id=r.trace_id,
+                    ob_id=r.ob_id)
+
+
+def alarm_entries(events: Iterable[AlarmEvent]) -> list[AlarmHistoryEntry]:
+    return [
+        AlarmHistoryEntry(alarm_id=e.alarm_id, time=e.ts, seq=e.seq, action=e.action, severity=e.severity.name,
+                          latched=e.latched.name, state=e.state, acked=e.acked, user=e.user, comment=e.comment,
+                          reason=e.reason, attributes=JSON(dict(e.attributes)))
+        for e in events
+    ]
