@@ -14,6 +14,7 @@ from sqlalchemy import Engine, text
 
 from hmi_api.auth import Authenticator, ensure_initial_admin
 from hmi_api.graphql.context import HmiServices
+from hmi_api.live import LiveFeeds
 from skyops.archive.cassandra import CassandraArchive
 from skyops.archive.port import Archive
 from skyops.archive.sqlite import SqliteArchive
@@ -84,7 +85,8 @@ async def build_hmi_services(platform: Platform) -> tuple[HmiServices, str | Non
                            message=f"{user}: {action}", attributes={"user": user, "action": action, **details})
         await platform.bus.publish(LOG_RECORDS, encode_logs([record]), retention=retention)
 
-    return HmiServices(auth=auth, clock=platform.clock, audit=audit, archive=platform.archive), password
+    live = LiveFeeds.on(platform.bus)
+    return HmiServices(auth=auth, clock=platform.clock, audit=audit, archive=platform.archive, live=live), password
 
 
 def _ping_sql(engine: Engine) -> None:

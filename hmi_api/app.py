@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI
@@ -20,7 +22,24 @@ def create_app(
     *, health: HealthProbe, services: HmiServices | None = None, metrics: Metrics | None = None, title: str = "skyops"
 ) -> FastAPI:
     """Build the app around collaborators supplied by the composition root (hmi_api never opens backends)."""
-    app = FastAPI(title=title, summary="Operations platform for a remotely operated telescope")
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        live = services.live if services is not None else None
+        if live is None:
+            yield
+            return
+        stop = asyncio.Event()
+        await live.start_positions()
+        task = asyncio.create_task(live.run(stop), name="hmi-live-feeds")
+        try:
+            yield
+        finally:
+            stop.set()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app = FastAPI(title=title, summary="Operations platform for a remotely operated telescope", lifespan=lifespan)
     metrics = metrics or (services.metrics if services is not None else Metrics())
     app.state.metrics = metrics
 

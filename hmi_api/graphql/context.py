@@ -7,9 +7,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from fastapi import WebSocket
 from strawberry.fastapi import BaseContext
 
 from hmi_api.auth import Authenticator, AuthError, require
+from hmi_api.live import LiveFeeds
 from hmi_api.metrics import Metrics
 from skyops.archive.port import Archive
 from skyops.opdb.users import UserPublic
@@ -32,6 +34,7 @@ class HmiServices:
     audit: Audit = no_audit
     metrics: Metrics = field(default_factory=Metrics)
     archive: Archive | None = None
+    live: LiveFeeds | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -45,6 +48,7 @@ class HmiContext(BaseContext):
         self.address = address
         self.user: UserPublic | None = None
         self.connection_params: dict[str, Any] | None = None
+        self.websocket: WebSocket | None = None
 
     async def resolve_user(self) -> UserPublic | None:
         """The token's user, looked up once per request; None for an anonymous caller."""
@@ -58,6 +62,16 @@ class HmiContext(BaseContext):
     async def allowed(self, action: str) -> UserPublic:
         """The user if allowed `action`, else an AuthError/PermissionDeniedError that becomes a GraphQL error."""
         return require(await self.resolve_user(), action)
+
+    def live(self) -> LiveFeeds:
+        if self.services.live is None:
+            raise RuntimeError("this HMI was started without live feeds")
+        return self.services.live
+
+    async def close_slow_client(self, reason: str) -> None:
+        """Alarms are never dropped: a client that cannot keep up is disconnected and re-reads the snapshot."""
+        if self.websocket is not None:
+            await self.websocket.close(code=4409, reason=reason[:120])
 
     def archive(self) -> Archive:
         if self.services.archive is None:

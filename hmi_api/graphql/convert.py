@@ -11,6 +11,7 @@ import numpy.typing as npt
 from strawberry.scalars import JSON
 
 from hmi_api.graphql.types import AlarmHistoryEntry, LogEntry, PointValue, TimeSeries
+from hmi_api.live import LatestValue
 from skyops.archive.binning import BinnedSeries
 from skyops.records import AlarmEvent, LogRecord, Quality, Sample
 from skyops.timeutil import from_us
@@ -26,6 +27,10 @@ def point_value(s: Sample) -> PointValue:
     if isinstance(value, float) and not math.isfinite(value):
         value, quality = None, Quality.BAD
     return PointValue(point=s.point, time=s.ts, value=JSON(value), quality=quality.name)
+
+
+def live_value(v: LatestValue) -> PointValue:
+    return point_value(Sample(point=v.point, ts=from_us(v.ts_us), value=v.value, quality=v.quality))
 
 
 def time_series(b: BinnedSeries) -> TimeSeries:

@@ -43,7 +43,9 @@ def graphql_router(services: HmiServices) -> HmiGraphQLRouter:
         conn: Any = request if request is not None else websocket
         address = conn.client.host if conn is not None and conn.client else "unknown"
         token = _bearer(conn.headers.get("authorization")) if conn is not None else None
-        return HmiContext(services, token=token, address=address)
+        ctx = HmiContext(services, token=token, address=address)
+        ctx.websocket = websocket
+        return ctx
 
     return HmiGraphQLRouter(
         build_schema(),

@@ -12,18 +12,22 @@ from strawberry.types import Info
 
 from hmi_api.auth import AuthError
 from hmi_api.graphql.context import HmiContext
-from hmi_api.graphql.convert import alarm_entries, log_entry, point_value, time_series
+from hmi_api.graphql.convert import alarm_entries, live_value, log_entry, point_value, time_series
 from hmi_api.graphql.types import (
+    AlarmEventUpdate,
     AlarmHistoryEntry,
+    LiveLogFilter,
     LogFilter,
     LoginResult,
     LogPage,
+    LogUpdate,
     PointValue,
     TimeSeries,
     User,
     UserChanges,
     UserInput,
 )
+from hmi_api.live import SlowClientError, resumable
 from skyops.archive.port import LogQuery
 from skyops.opdb.models import Group
 from skyops.opdb.users import UserCreate, UserUpdate
@@ -192,6 +196,60 @@ class Subscription:
                 await asyncio.sleep(interval_s)
         finally:
             pass  # nothing held; later subscriptions release their bus subscriptions here
+
+
+    @strawberry.subscription(description="Alarm transitions and operator actions as they happen; never dropped")
+    async def alarm_events(self, info: Ctx, after: str | None = None) -> AsyncGenerator[AlarmEventUpdate, None]:
+        ctx = info.context
+        await ctx.allowed("read")
+        try:
+            async for seq, event in resumable(ctx.live().alarms, after):
+                (entry,) = alarm_entries([event])
+                yield AlarmEventUpdate(seq=seq, event=entry)
+        except SlowClientError as exc:
+            await ctx.close_slow_client(str(exc))
+            raise
+
+    @strawberry.subscription(description="The live log tail, filtered on the server")
+    async def log_entries(
+        self, info: Ctx, filter: LiveLogFilter | None = None, after: str | None = None
+    ) -> AsyncGenerator[LogUpdate, None]:
+        ctx = info.context
+        await ctx.allowed("read")
+        f = filter or LiveLogFilter()
+        min_level = parse_level(f.min_level)
+        sources = None if f.sources is None else set(f.sources)
+        text = f.text.lower() if f.text else None
+        try:
+            async for seq, record in resumable(ctx.live().logs, after):
+                if record.level < min_level or (sources is not None and record.source not in sources):
+                    continue
+                if text is not None and text not in record.message.lower():
+                    continue
+                yield LogUpdate(seq=seq, entry=log_entry(record))
+        except SlowClientError as exc:
+            await ctx.close_slow_client(str(exc))
+            raise
+
+    @strawberry.subscription(description="Newest values of many points, coalesced (latest wins) at most maxRateHz")
+    async def samples(
+        self, info: Ctx, points: list[str], max_rate_hz: float = 5.0
+    ) -> AsyncGenerator[list[PointValue], None]:
+        ctx = info.context
+        await ctx.allowed("read")
+        if not points or len(points) > 5000:
+            raise ValueError("subscribe to 1 to 5000 points")
+        if not 0.1 <= max_rate_hz <= 50:
+            raise ValueError("maxRateHz must be between 0.1 and 50")
+        hub = ctx.live().samples
+        client = hub.attach(set(points))
+        try:
+            while True:
+                values = await client.take()
+                yield [live_value(v) for v in values]
+                await asyncio.sleep(1 / max_rate_hz)  # the coalescing window: newer values replace older ones
+        finally:
+            hub.detach(client)
 
 
 def build_schema() -> strawberry.Schema:

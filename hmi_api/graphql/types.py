@@ -125,3 +125,22 @@ class AlarmHistoryEntry:
     comment: str | None
     reason: str
     attributes: strawberry.scalars.JSON
+
+
+@strawberry.type(description="A live alarm event with its sequence number (pass it as `after` to resume)")
+class AlarmEventUpdate:
+    seq: str
+    event: AlarmHistoryEntry
+
+
+@strawberry.type(description="A live log record with its sequence number (pass it as `after` to resume)")
+class LogUpdate:
+    seq: str
+    entry: LogEntry
+
+
+@strawberry.input(description="Which live log records to receive")
+class LiveLogFilter:
+    min_level: str = "DEBUG"
+    sources: list[str] | None = None
+    text: str | None = None

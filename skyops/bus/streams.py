@@ -416,6 +416,28 @@ class Bus:
             n: int = await self.redis.xlen(stream)
         return n
 
+    async def tail(self, stream: str, after: str, *, count: int, block_ms: int | None = None) -> list[Entry]:
+        """Entries after id `after` ("$" = from now on), outside any consumer group: for live readers."""
+        _positive("count", count)
+        if block_ms is not None:
+            _positive("block_ms", block_ms)
+        with _redis_errors(stream):
+            reply: Any = await self.redis.xread({stream: after}, count=count, block=block_ms)
+        return [_entry(eid, fields) for _, entries in (reply or []) for eid, fields in entries]
+
+    async def range_after(self, stream: str, after: str, *, count: int) -> list[Entry]:
+        """Entries strictly after id `after`, oldest first: a reconnecting reader's backlog."""
+        _positive("count", count)
+        with _redis_errors(stream):
+            reply: Any = await self.redis.xrange(stream, min=f"({after}", max="+", count=count)
+        return [_entry(eid, fields) for eid, fields in reply]
+
+    async def last_id(self, stream: str) -> str:
+        """The newest entry id ("0-0" for an empty or missing stream): where a live reader starts."""
+        with _redis_errors(stream):
+            reply: Any = await self.redis.xrevrange(stream, count=1)
+        return _text(reply[0][0]) if reply else "0-0"
+
     def latency_us(self, entry: Entry) -> int | None:
         """Microseconds from the producer sending `entry` until now, on the bus clock."""
         if entry.produced_us is None:
