@@ -134,11 +134,11 @@ async def main() -> None:
         app = create_app(health=platform.health, services=services)
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
         serving = asyncio.create_task(server.serve())
-        while not server.started:  # uvicorn exposes no event for "listening"
-            await asyncio.sleep(0.05)  # noqa: ASYNC110
+        while not server.started:  # noqa: ASYNC110 - uvicorn exposes no event for "listening"
+            await asyncio.sleep(0.05)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-            r = await http.post("/graphql", json={"query": f'mutation {{ login(username: "bench", password: "{PASSWORD}") '
-                                                          "{ token } }"})
+            login = f'mutation {{ login(username: "bench", password: "{PASSWORD}") {{ token }} }}'
+            r = await http.post("/graphql", json={"query": login})
             token = r.json()["data"]["login"]["token"]
         url = f"ws://127.0.0.1:{port}/graphql"
         try:
