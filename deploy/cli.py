@@ -14,8 +14,13 @@ from rich.console import Console
 from deploy.factory import build_hmi_services, open_platform
 from hmi_api.app import create_app
 from skyops.settings import Settings
+from ves_sync import cli as ves_cli
 
 app = typer.Typer(help="skyops — operations platform for a remotely operated telescope.", no_args_is_help=True)
+run_app = typer.Typer(help="Run one service on its own (distributed mode).", no_args_is_help=True)
+app.add_typer(run_app, name="run")
+app.add_typer(ves_cli.app, name="ves")
+run_app.command("p2-emulator")(ves_cli.p2_emulator)
 console = Console()
 
 
