@@ -10,7 +10,7 @@ SERVICES := bash deploy/scripts/services.sh
 # Exports SKYOPS_TEST_REDIS_URL, SKYOPS_TEST_CASSANDRA_HOSTS, SKYOPS_TEST_SQL_URL into the recipe's shell.
 WITH_ENV := eval "$$($(SERVICES) env)" &&
 
-.PHONY: venv run services-up services-down services-status test lint bench clean
+.PHONY: venv run services-up services-down services-status browser-deps test lint bench clean
 
 venv: $(VENV_STAMP)
 
@@ -33,7 +33,11 @@ services-down:
 services-status:
 	$(SERVICES) status
 
-test: venv services-up
+# Debian's Chromium for the browser tests (Playwright uses it; it never downloads a browser).
+browser-deps:
+	bash deploy/scripts/chromium.sh install
+
+test: venv services-up browser-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(WITH_ENV) $(VENV)/bin/pytest -q

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hmi_api.graphql.context import HmiServices
@@ -16,6 +18,8 @@ from hmi_api.graphql.router import graphql_router
 from hmi_api.metrics import Metrics
 
 HealthProbe = Callable[[], Awaitable[dict[str, Any]]]
+# The operator page is plain HTML, CSS and an ES module: `make run` needs no front-end build step.
+WEB_DIR = Path(__file__).with_name("web")
 
 
 def create_app(
@@ -54,4 +58,10 @@ def create_app(
 
     if services is not None:
         app.include_router(graphql_router(services), prefix="/graphql")
+
+        @app.get("/", include_in_schema=False)
+        async def operator_page() -> FileResponse:
+            return FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+        app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
     return app

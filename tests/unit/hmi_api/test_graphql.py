@@ -126,3 +126,13 @@ def test_subscription_after_connection_init(hmi: Hmi) -> None:
             assert msg["type"] == "next"
             assert msg["payload"]["data"]["serverTime"].startswith("2026-11-22T03:00:00")
             conn.send_json({"id": "1", "type": "complete"})
+
+
+def test_operator_page_and_its_assets_are_served(hmi: Hmi) -> None:
+    with TestClient(hmi.app()) as client:
+        page = client.get("/")
+        assert page.status_code == 200
+        assert "skyops" in page.text
+        assert client.get("/static/app.js").headers["content-type"].startswith("text/javascript")
+        assert client.get("/static/app.css").status_code == 200
+        assert client.get("/static/nope.js").status_code == 404

@@ -1,0 +1,237 @@
+// The operator page: GraphQL over HTTP for snapshots, graphql-transport-ws for live updates.
+const $ = (sel) => document.querySelector(sel);
+const state = { token: sessionStorage.getItem("skyops.token"), user: null, muted: false, alarms: new Map(),
+                values: new Map(), trendPoint: null, trendHours: 1, lastAlarmSeq: null, lastLogSeq: null };
+
+async function gql(query, variables = {}) {
+  const headers = { "Content-Type": "application/json" };
+  if (state.token) headers.Authorization = `Bearer ${state.token}`;
+  const r = await fetch("/graphql", { method: "POST", headers, body: JSON.stringify({ query, variables }) });
+  const body = await r.json();
+  if (body.errors) throw new Error(body.errors.map((e) => e.message).join("; "));
+  return body.data;
+}
+
+// --- graphql-transport-ws: reconnects with backoff; alarm and log streams resume from their last sequence ---
+class Live {
+  constructor(onStatus) { this.ops = new Map(); this.next = 1; this.onStatus = onStatus; this.backoff = 500; }
+  connect() {
+    const proto = location.protocol === "https:" ? "wss" : "ws";
+    this.ws = new WebSocket(`${proto}://${location.host}/graphql`, "graphql-transport-ws");
+    this.ws.onopen = () => this.ws.send(JSON.stringify({ type: "connection_init", payload: { token: state.token } }));
+    this.ws.onmessage = (ev) => this.message(JSON.parse(ev.data));
+    this.ws.onclose = (ev) => {
+      this.onStatus(false);
+      if (ev.code === 4403) { logout("session expired: log in again"); return; }
+      setTimeout(() => this.connect(), this.backoff);
+      this.backoff = Math.min(this.backoff * 2, 10000);
+    };
+  }
+  message(msg) {
+    if (msg.type === "connection_ack") {
+      this.onStatus(true); this.backoff = 500;
+      for (const [id, op] of this.ops) this.send(id, op);
+    } else if (msg.type === "ping") {
+      this.ws.send(JSON.stringify({ type: "pong" }));
+    } else if (msg.type === "next") {
+      this.ops.get(msg.id)?.onData(msg.payload.data);
+    } else if (msg.type === "error") {
+      console.error("subscription error", msg.payload);
+    }
+  }
+  send(id, op) {
+    if (this.ws?.readyState === WebSocket.OPEN) {
+      this.ws.send(JSON.stringify({ id, type: "subscribe", payload: { query: op.query, variables: op.variables() } }));
+    }
+  }
+  subscribe(query, variables, onData) {
+    const id = String(this.next++);
+    const op = { query, variables, onData };
+    this.ops.set(id, op); this.send(id, op);
+    return id;
+  }
+  unsubscribe(id) {
+    this.ops.delete(id);
+    if (this.ws?.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify({ id, type: "complete" }));
+  }
+}
+
+// --- annunciation: a tone for every new or escalated CRITICAL alarm, unless muted ---
+let audio = null;
+function annunciate() {
+  if (state.muted) return;
+  audio = audio || new AudioContext();
+  for (const [i, f] of [[0, 880], [0.25, 660], [0.5, 880]]) {
+    const o = audio.createOscillator(); const g = audio.createGain();
+    o.frequency.value = f; g.gain.value = 0.2; o.connect(g); g.connect(audio.destination);
+    o.start(audio.currentTime + i); o.stop(audio.currentTime + i + 0.2);
+  }
+}
+
+const SEVERITY_RANK = { NONE: 0, WARNING: 1, SERIOUS: 2, CRITICAL: 3 };
+const fmtTime = (iso) => iso.replace("T", " ").slice(0, 19);
+
+function onAlarm(event) {
+  const prev = state.alarms.get(event.alarmId);
+  state.alarms.set(event.alarmId, event);
+  const rose = !prev || SEVERITY_RANK[event.severity] > SEVERITY_RANK[prev.severity];
+  if (event.severity === "CRITICAL" && rose && !event.acked) annunciate();
+  renderAlarms();
+}
+
+function renderAlarms() {
+  const rows = [...state.alarms.values()].sort((a, b) =>
+    SEVERITY_RANK[b.severity] - SEVERITY_RANK[a.severity] || b.time.localeCompare(a.time));
+  const body = $("#alarm-rows");
+  body.replaceChildren();
+  const active = rows.filter((a) => a.severity !== "NONE").length;
+  $("#alarm-count").textContent = `${active} active`;
+  if (!rows.length) {
+    body.innerHTML = '<tr class="empty"><td colspan="6">no alarm events since the page opened</td></tr>';
+    return;
+  }
+  for (const a of rows) {
+    const tr = document.createElement("tr");
+    tr.className = `sev-${a.severity}${a.acked ? "" : " unacked"}`;
+    tr.dataset.alarm = a.alarmId;
+    for (const text of [a.severity, a.alarmId, a.state || a.action, a.reason, fmtTime(a.time)]) {
+      const td = document.createElement("td"); td.textContent = text; tr.append(td);
+    }
+    const actions = document.createElement("td");
+    actions.textContent = a.acked ? `acked by ${a.user ?? "?"}` : "";
+    tr.append(actions);
+    body.append(tr);
+  }
+}
+
+// --- live values and trends ---
+const GROUPS = { weather: (p) => p.startsWith("lasilla."), telescope: (p) => p.startsWith("ntt.") };
+
+function renderValue(v) {
+  const group = Object.keys(GROUPS).find((g) => GROUPS[g](v.point));
+  if (!group) return;
+  const box = document.querySelector(`.values[data-group="${group}"]`);
+  let el = box.querySelector(`[data-point="${CSS.escape(v.point)}"]`);
+  if (!el) {
+    el = document.createElement("div"); el.className = "value"; el.dataset.point = v.point;
+    el.innerHTML = '<div class="name"></div><div class="v"></div>';
+    el.querySelector(".name").textContent = v.point.split(".").slice(1).join(".");
+    el.onclick = () => showTrend(v.point);
+    const items = [...box.children, el].sort((a, b) => a.dataset.point.localeCompare(b.dataset.point));
+    box.replaceChildren(...items);
+  }
+  const shown = v.value === null ? "—" : typeof v.value === "number" ? v.value.toFixed(2) : String(v.value);
+  el.querySelector(".v").textContent = shown;
+  el.classList.toggle("bad", v.quality === "BAD");
+  el.title = `${v.point} · ${v.quality}${v.time ? " · " + fmtTime(v.time) : ""}`;
+}
+
+async function showTrend(point) {
+  state.trendPoint = point;
+  document.querySelectorAll(".value").forEach((e) => e.classList.toggle("selected", e.dataset.point === point));
+  const end = new Date(); const start = new Date(end - state.trendHours * 3600e3);
+  $("#trend-title").textContent = `${point} · last ${state.trendHours} h`;
+  try {
+    const d = await gql(`query($p: [String!]!, $s: DateTime!, $e: DateTime!) {
+      timeSeries(points: $p, start: $s, end: $e, maxPoints: 500) { times mean min max resolution } }`,
+      { p: [point], s: start.toISOString(), e: end.toISOString() });
+    drawTrend(d.timeSeries[0], start, end);
+  } catch (e) { $("#trend-note").textContent = e.message; }
+}
+
+function drawTrend(ts, start, end) {
+  const svg = $("#trend-plot"); const W = 1000, H = 220, pad = 24;
+  const vals = ts.min.concat(ts.max).filter((v) => v !== null);
+  if (!vals.length) { svg.replaceChildren(); $("#trend-note").textContent = "no data in this range"; return; }
+  let lo = Math.min(...vals), hi = Math.max(...vals); if (hi === lo) { hi += 1; lo -= 1; }
+  const x = (t) => pad + (W - 2 * pad) * (new Date(t) - start) / (end - start);
+  const y = (v) => H - pad - (H - 2 * pad) * (v - lo) / (hi - lo);
+  let band = "", line = "", pen = false;
+  ts.times.forEach((t, i) => {
+    if (ts.mean[i] === null) { pen = false; return; }   // gaps stay gaps
+    line += `${pen ? "L" : "M"}${x(t).toFixed(1)},${y(ts.mean[i]).toFixed(1)} `; pen = true;
+    band += `<rect class="band" x="${x(t).toFixed(1)}" y="${y(ts.max[i]).toFixed(1)}" width="2"
+             height="${Math.max(1, y(ts.min[i]) - y(ts.max[i])).toFixed(1)}"/>`;
+  });
+  svg.innerHTML = `${band}<path class="mean" d="${line}"/>
+    <text x="4" y="14">${hi.toFixed(2)}</text><text x="4" y="${H - 6}">${lo.toFixed(2)}</text>`;
+  $("#trend-note").textContent = `${ts.times.length} bins from ${ts.resolution} data; bands show min–max`;
+}
+
+// --- log tail ---
+let logOp = null;
+function subscribeLogs(live) {
+  if (logOp) live.unsubscribe(logOp);
+  $("#log-lines").replaceChildren();
+  const filter = { minLevel: $("#log-level").value };
+  if ($("#log-source").value) filter.sources = [$("#log-source").value];
+  if ($("#log-text").value) filter.text = $("#log-text").value;
+  logOp = live.subscribe(`subscription($f: LiveLogFilter, $a: String) { logEntries(filter: $f, after: $a) {
+      seq entry { time level source component message } } }`, () => ({ f: filter, a: null }), (d) => {
+    const { entry } = d.logEntries;
+    const li = document.createElement("li"); li.className = `lvl-${entry.level}`;
+    li.textContent = `${fmtTime(entry.time)} ${entry.level.padEnd(8)} ${entry.source}${entry.component ? "/" + entry.component : ""}: ${entry.message}`;
+    const list = $("#log-lines"); list.prepend(li);
+    while (list.children.length > 500) list.lastChild.remove();
+  });
+}
+
+// --- session ---
+function logout(reason) {
+  if (state.token) gql("mutation { logout }").catch(() => {});
+  state.token = null; sessionStorage.removeItem("skyops.token");
+  $("#login-error").textContent = reason || "";
+  $("#app").hidden = true; $("#logout").hidden = true; $("#who").textContent = "";
+  $("#login-dialog").showModal();
+}
+
+async function start() {
+  const me = (await gql("{ me { username group } }")).me;
+  state.user = me;
+  $("#who").textContent = `${me.username} (${me.group.toLowerCase()})`;
+  $("#logout").hidden = false; $("#app").hidden = false;
+  const latest = (await gql("{ latest { point time value quality } }")).latest;
+  latest.forEach(renderValue);
+  const since = new Date(Date.now() - 24 * 3600e3).toISOString();
+  const history = (await gql(`query($s: DateTime!, $e: DateTime!) { alarmHistory(start: $s, end: $e, limit: 2000) {
+      alarmId time action severity state acked user reason } }`, { s: since, e: new Date().toISOString() })).alarmHistory;
+  history.reverse().forEach((a) => state.alarms.set(a.alarmId, a));
+  renderAlarms();
+
+  const live = new Live((up) => { const l = $("#link"); l.textContent = up ? "live" : "reconnecting";
+                                   l.className = `link ${up ? "up" : "down"}`; });
+  live.connect();
+  live.subscribe("subscription { serverTime(intervalS: 1) }", () => ({}),
+                 (d) => { $("#utc").textContent = `${d.serverTime.slice(11, 19)} UTC`; });
+  live.subscribe(`subscription($a: String) { alarmEvents(after: $a) { seq event {
+      alarmId time action severity state acked user reason } } }`, () => ({ a: state.lastAlarmSeq }), (d) => {
+    state.lastAlarmSeq = d.alarmEvents.seq; onAlarm(d.alarmEvents.event); });
+  const points = latest.map((v) => v.point).filter((p) => Object.values(GROUPS).some((g) => g(p)));
+  if (points.length) {
+    live.subscribe("subscription($p: [String!]!) { samples(points: $p, maxRateHz: 2) { point time value quality } }",
+                   () => ({ p: points }), (d) => d.samples.forEach(renderValue));
+  }
+  subscribeLogs(live);
+  for (const id of ["#log-level", "#log-source", "#log-text"]) $(id).onchange = () => subscribeLogs(live);
+  document.querySelectorAll("[data-range]").forEach((b) => b.onclick = () => {
+    state.trendHours = Number(b.dataset.range); if (state.trendPoint) showTrend(state.trendPoint); });
+}
+
+$("#login-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const f = new FormData(ev.target);
+  try {
+    const d = await gql(`mutation($u: String!, $p: String!) { login(username: $u, password: $p) { token } }`,
+                        { u: f.get("username"), p: f.get("password") });
+    state.token = d.login.token; sessionStorage.setItem("skyops.token", state.token);
+    $("#login-dialog").close(); await start();
+  } catch (e) { $("#login-error").textContent = e.message; }
+});
+$("#logout").onclick = () => logout();
+$("#mute").onclick = () => {
+  state.muted = !state.muted;
+  $("#mute").textContent = state.muted ? "muted" : "sound on";
+  $("#mute").setAttribute("aria-pressed", String(state.muted));
+};
+
+if (state.token) start().catch(() => logout()); else $("#login-dialog").showModal();

@@ -1,0 +1,164 @@
+"""The operator page in real headless Chromium (Debian's), driven by Playwright, against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import Future
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import pytest
+import uvicorn
+from playwright.sync_api import Page, expect, sync_playwright
+from pydantic import SecretStr
+
+from deploy.factory import Platform, build_hmi_services, open_platform
+from hmi_api.app import create_app
+from skyops.bus import StreamRetention
+from skyops.codec import encode_alarm_events, encode_logs
+from skyops.opdb.models import Group
+from skyops.opdb.users import UserCreate
+from skyops.records import AlarmEvent, AlarmSeverity, LogRecord, SampleBatch
+from skyops.settings import Settings
+from skyops.streams import ALARM_EVENTS, LOG_RECORDS
+from skyops.timeutil import to_us
+
+pytestmark = pytest.mark.browser
+T = TypeVar("T")
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).with_name("artifacts")
+README_SHOT = Path(__file__).resolve().parents[2] / "docs" / "operator-page.png"
+PASSWORD = "night-shift-2026"
+RET = StreamRetention(max_len=10_000, max_age=timedelta(hours=1))
+POINTS = {"lasilla.asm.wind_speed": 7.5, "lasilla.asm.humidity": 41.0, "lasilla.asm.seeing": 0.82,
+          "lasilla.asm.temperature": 11.2, "ntt.tcs.altitude": 62.4, "ntt.tcs.azimuth": 181.0}
+
+
+class Server:
+    """The HMI on a free loopback port, with its event loop in a thread the test can submit work to."""
+
+    def __init__(self, var_dir: Path) -> None:
+        self.var_dir = var_dir
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.platform: Platform | None = None
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
+        fut: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return fut.result(timeout)
+
+    def start(self) -> None:
+        self.thread.start()
+        self.run(self._start())
+        deadline = time.monotonic() + 20
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.05)  # waiting for a real server thread to bind
+        assert self.server.started, "the HMI server did not start"
+
+    async def _start(self) -> None:
+        self.platform = p = await open_platform(Settings(var_dir=self.var_dir))
+        services, _ = await build_hmi_services(p)
+        await asyncio.to_thread(services.auth.users.create, data=UserCreate(
+            username="otto", full_name="Otto Operator", group=Group.OPERATOR, password=SecretStr(PASSWORD)),
+            now=p.clock.now())
+        p.archive.register_points({name: "standard" for name in POINTS})
+        now = to_us(datetime.now(UTC))
+        n = 3600
+        ts = now - (n - np.arange(n)) * 1_000_000
+        for i, (name, base) in enumerate(POINTS.items()):
+            values = base + np.sin(np.arange(n) / (300 + 50 * i)) * base * 0.1
+            await p.archive.write_samples(SampleBatch.from_floats([name], np.zeros(n), ts, values))
+        self.server = uvicorn.Server(uvicorn.Config(create_app(health=p.health, services=services),
+                                                    host="127.0.0.1", port=self.port, log_level="warning"))
+        self.serving = asyncio.ensure_future(self.server.serve())
+
+    def stop(self) -> None:
+        async def _stop() -> None:
+            self.server.should_exit = True
+            await self.serving
+            if self.platform is not None:
+                await self.platform.close()
+
+        self.run(_stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+    def publish(self, stream: str, payload: bytes) -> None:
+        assert self.platform is not None
+        self.run(self.platform.bus.publish(stream, payload, retention=RET))
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    s = Server(tmp_path / "var")
+    s.start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def page() -> Iterator[Page]:
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run", "--disable-quic"])
+        try:
+            yield browser.new_page(viewport={"width": 1400, "height": 1000})
+        finally:
+            browser.close()
+
+
+def log_in(page: Page, server: Server, password: str = PASSWORD) -> None:
+    page.goto(f"http://127.0.0.1:{server.port}/")
+    expect(page.locator("#login-dialog")).to_be_visible()
+    page.fill("input[name=username]", "otto")
+    page.fill("input[name=password]", password)
+    page.click("#login-form button[type=submit]")
+
+
+def test_wrong_password_is_refused_on_the_page(server: Server, page: Page) -> None:
+    log_in(page, server, password="not the password")
+    expect(page.locator("#login-error")).to_have_text("invalid username or password")
+    expect(page.locator("#app")).to_be_hidden()
+
+
+def test_operator_logs_in_sees_values_a_live_alarm_and_a_trend(server: Server, page: Page) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    started = time.monotonic()
+    log_in(page, server)
+    expect(page.locator("#who")).to_have_text("otto (operator)")
+    expect(page.locator('#weather [data-point="lasilla.asm.seeing"] .v')).not_to_have_text("")
+    first_render_s = time.monotonic() - started
+    expect(page.locator("#link")).to_have_text("live")
+
+    event = AlarmEvent(alarm_id="WindSpeed.ASM:1", ts=datetime.now(UTC), seq=1, action="transition",
+                       severity=AlarmSeverity.CRITICAL, state="ACTIVE",
+                       reason="wind 21.4 m/s above 20 m/s: close the dome")
+    server.publish(ALARM_EVENTS, encode_alarm_events([event]))
+    row = page.locator('tr[data-alarm="WindSpeed.ASM:1"]')
+    expect(row).to_have_class("sev-CRITICAL unacked")
+    expect(row).to_contain_text("close the dome")
+    expect(page.locator("#alarm-count")).to_have_text("1 active")
+
+    server.publish(LOG_RECORDS, encode_logs([LogRecord(ts=datetime.now(UTC), level="WARNING", source="alarms",
+                                                       message="WindSpeed.ASM:1 raised CRITICAL")]))
+    expect(page.locator("#log-lines li").first).to_contain_text("WindSpeed.ASM:1 raised CRITICAL")
+
+    page.click('#weather [data-point="lasilla.asm.wind_speed"]')
+    expect(page.locator("#trend-note")).to_contain_text("bins from")
+    assert page.locator("#trend-plot path.mean").get_attribute("d")
+
+    page.screenshot(path=str(ARTIFACTS / "operator-page.png"), full_page=True)
+    README_SHOT.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(README_SHOT), full_page=True)
+    (ARTIFACTS / "first-render.txt").write_text(f"{first_render_s:.3f} s from navigation to live values\n")
