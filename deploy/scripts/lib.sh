@@ -111,3 +111,14 @@ stop_pidfile() {
     done
     rm -f "$pidfile"
 }
+
+# Every server script ends with `run_action "$@"`: it defines do_install, do_start, do_stop and do_status.
+run_action() {
+    case "${1:-}" in
+    install | start | stop | status) "do_$1" ;;
+    *)
+        echo "usage: $0 {install|start|stop|status}" >&2
+        exit 2
+        ;;
+    esac
+}

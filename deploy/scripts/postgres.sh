@@ -206,13 +206,4 @@ do_status() {
     fi
 }
 
-case "${1:-}" in
-install) do_install ;;
-start) do_start ;;
-stop) do_stop ;;
-status) do_status ;;
-*)
-    echo "usage: $0 {install|start|stop|status}" >&2
-    exit 2
-    ;;
-esac
+run_action "$@"
