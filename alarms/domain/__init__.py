@@ -1,0 +1,1 @@
+"""The pure alarm domain: rule kinds, thresholds and delays, the latched state machine, the rule engine."""

@@ -1,0 +1,32 @@
+"""Fixtures of the alarm tests: a private embedded bus and a FakeClock."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+from fakeredis import FakeServer
+from fakeredis.aioredis import FakeRedis
+
+from skyops.bus import Bus
+from skyops.timeutil import FakeClock
+
+T0 = datetime(2026, 3, 1, 3, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(T0)
+
+
+@pytest.fixture
+def server() -> FakeServer:
+    return FakeServer(version=(7, 0))
+
+
+@pytest.fixture
+async def bus(server: FakeServer, clock: FakeClock) -> AsyncIterator[Bus]:
+    client = FakeRedis(server=server)
+    yield Bus(client, clock=clock)
+    await client.aclose()
