@@ -16,6 +16,7 @@ from sqlalchemy import Engine, inspect, make_url, select, text
 from sqlalchemy.exc import IntegrityError, StatementError
 
 from hmi_api import models as _hmi_models  # noqa: F401  (its tables join Base.metadata for the drift test)
+from planner import store as _planner_store  # noqa: F401  (its tables join Base.metadata for the drift test)
 from skyops.errors import BackendUnavailableError, ConflictError, NaiveDatetimeError, NotFoundError
 from skyops.opdb import (
     Base,

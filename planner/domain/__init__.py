@@ -1,0 +1,1 @@
+"""The planner's pure core: night arrays, observability, the scheduler, re-planning, execution, reports."""
