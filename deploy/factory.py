@@ -12,6 +12,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from sqlalchemy import Engine, text
 
+from alarms.factory import build_service as build_alarm_service
 from hmi_api.auth import Authenticator, ensure_initial_admin
 from hmi_api.graphql.context import HmiServices
 from hmi_api.live import LiveFeeds
@@ -86,7 +87,9 @@ async def build_hmi_services(platform: Platform) -> tuple[HmiServices, str | Non
         await platform.bus.publish(LOG_RECORDS, encode_logs([record]), retention=retention)
 
     live = LiveFeeds.on(platform.bus)
-    return HmiServices(auth=auth, clock=platform.clock, audit=audit, archive=platform.archive, live=live), password
+    alarm_service = build_alarm_service(platform.bus, platform.archive, platform.clock)
+    return HmiServices(auth=auth, clock=platform.clock, audit=audit, archive=platform.archive, live=live,
+                       alarms=alarm_service), password
 
 
 def _ping_sql(engine: Engine) -> None:

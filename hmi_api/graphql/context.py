@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import WebSocket
 from strawberry.fastapi import BaseContext
 
+from alarms.api import AlarmService
 from hmi_api.auth import Authenticator, AuthError, require
 from hmi_api.live import LiveFeeds
 from hmi_api.metrics import Metrics
@@ -35,6 +36,7 @@ class HmiServices:
     metrics: Metrics = field(default_factory=Metrics)
     archive: Archive | None = None
     live: LiveFeeds | None = None
+    alarms: AlarmService | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -62,6 +64,11 @@ class HmiContext(BaseContext):
     async def allowed(self, action: str) -> UserPublic:
         """The user if allowed `action`, else an AuthError/PermissionDeniedError that becomes a GraphQL error."""
         return require(await self.resolve_user(), action)
+
+    def alarm_service(self) -> AlarmService:
+        if self.services.alarms is None:
+            raise RuntimeError("this HMI was started without the alarm service")
+        return self.services.alarms
 
     def live(self) -> LiveFeeds:
         if self.services.live is None:

@@ -10,7 +10,8 @@ import numpy as np
 import numpy.typing as npt
 from strawberry.scalars import JSON
 
-from hmi_api.graphql.types import AlarmHistoryEntry, LogEntry, PointValue, TimeSeries
+from alarms.api import AlarmView
+from hmi_api.graphql.types import Alarm, AlarmHistoryEntry, LogEntry, PointValue, TimeSeries
 from hmi_api.live import LatestValue
 from skyops.archive.binning import BinnedSeries
 from skyops.records import AlarmEvent, LogRecord, Quality, Sample
@@ -27,6 +28,13 @@ def point_value(s: Sample) -> PointValue:
     if isinstance(value, float) and not math.isfinite(value):
         value, quality = None, Quality.BAD
     return PointValue(point=s.point, time=s.ts, value=JSON(value), quality=quality.name)
+
+
+def alarm(v: AlarmView) -> Alarm:
+    return Alarm(alarm_id=v.alarm_id, status=v.status.value, severity=v.severity.name, latched=v.latched.name,
+                 acked=v.acked, acked_severity=v.acked_severity.name, shelved_until=v.shelved_until,
+                 shelved_by=v.shelved_by, reason=v.reason, changed=v.changed, kind=v.kind, description=v.description,
+                 guidance=v.guidance, consequence=v.consequence, attributes=JSON(dict(v.attributes)))
 
 
 def live_value(v: LatestValue) -> PointValue:

@@ -12,8 +12,9 @@ from strawberry.types import Info
 
 from hmi_api.auth import AuthError
 from hmi_api.graphql.context import HmiContext
-from hmi_api.graphql.convert import alarm_entries, live_value, log_entry, point_value, time_series
+from hmi_api.graphql.convert import alarm, alarm_entries, live_value, log_entry, point_value, time_series
 from hmi_api.graphql.types import (
+    Alarm,
     AlarmEventUpdate,
     AlarmHistoryEntry,
     LiveLogFilter,
@@ -96,6 +97,11 @@ class Query:
         page = await info.context.archive().query_logs(query)
         return LogPage(entries=[log_entry(r) for r in page.records], next_cursor=page.next_cursor)
 
+    @strawberry.field(description="Alarms needing attention (all alarms with activeOnly: false), worst first")
+    async def alarms(self, info: Ctx, active_only: bool = True) -> list[Alarm]:
+        await info.context.allowed("read")
+        return [alarm(v) for v in await info.context.alarm_service().alarms(active_only=active_only)]
+
     @strawberry.field(description="Alarm transitions and operator actions, newest first")
     async def alarm_history(
         self, info: Ctx, start: datetime, end: datetime, alarm_id: str | None = None, limit: int = 500
@@ -173,6 +179,44 @@ class Mutation:
         await asyncio.to_thread(ctx.services.auth.users.delete, username=username)
         await ctx.audit("user.delete", target=username)
         return True
+
+    @strawberry.mutation(description="Acknowledge an alarm; refused if its severity rose above `seenSeverity`")
+    async def ack_alarm(self, info: Ctx, alarm_id: str, comment: str, seen_severity: str | None = None) -> Alarm:
+        ctx = info.context
+        user = await ctx.allowed("alarm.ack")
+        service = ctx.alarm_service()
+        await service.ack(alarm_id, user=user.username, comment=comment, seen=seen_severity)
+        await ctx.audit("alarm.ack", alarm=alarm_id, comment=comment)
+        return alarm(await service.alarm(alarm_id))
+
+    @strawberry.mutation(description="Shelve an alarm for some hours (an expiry is mandatory)")
+    async def shelve_alarm(self, info: Ctx, alarm_id: str, comment: str, hours: float) -> Alarm:
+        ctx = info.context
+        user = await ctx.allowed("alarm.shelve")
+        if not 0 < hours <= 24 * 7:
+            raise ValueError("hours must be more than 0 and at most 168")
+        service = ctx.alarm_service()
+        until = await service.shelve(alarm_id, user=user.username, comment=comment, duration=timedelta(hours=hours))
+        await ctx.audit("alarm.shelve", alarm=alarm_id, comment=comment, until=until.isoformat())
+        return alarm(await service.alarm(alarm_id))
+
+    @strawberry.mutation(description="Put a shelved alarm back in service")
+    async def unshelve_alarm(self, info: Ctx, alarm_id: str, comment: str) -> Alarm:
+        ctx = info.context
+        user = await ctx.allowed("alarm.shelve")
+        service = ctx.alarm_service()
+        await service.unshelve(alarm_id, user=user.username, comment=comment)
+        await ctx.audit("alarm.unshelve", alarm=alarm_id, comment=comment)
+        return alarm(await service.alarm(alarm_id))
+
+    @strawberry.mutation(description="Add a comment to an alarm's history")
+    async def comment_alarm(self, info: Ctx, alarm_id: str, comment: str) -> Alarm:
+        ctx = info.context
+        user = await ctx.allowed("alarm.comment")
+        service = ctx.alarm_service()
+        await service.comment(alarm_id, user=user.username, comment=comment)
+        await ctx.audit("alarm.comment", alarm=alarm_id, comment=comment)
+        return alarm(await service.alarm(alarm_id))
 
     @strawberry.mutation(description="Set how long logins last, in hours (administrators)")
     async def set_session_duration(self, info: Ctx, hours: float) -> float:

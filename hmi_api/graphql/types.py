@@ -144,3 +144,22 @@ class LiveLogFilter:
     min_level: str = "DEBUG"
     sources: list[str] | None = None
     text: str | None = None
+
+
+@strawberry.type(description="An alarm as the operator sees it, with the rule's guidance and its consequence")
+class Alarm:
+    alarm_id: str
+    status: str
+    severity: str
+    latched: str
+    acked: bool
+    acked_severity: str
+    shelved_until: datetime | None
+    shelved_by: str | None
+    reason: str
+    changed: datetime
+    kind: str
+    description: str
+    guidance: str
+    consequence: str
+    attributes: strawberry.scalars.JSON

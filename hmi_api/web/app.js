@@ -71,34 +71,76 @@ function annunciate() {
 const SEVERITY_RANK = { NONE: 0, WARNING: 1, SERIOUS: 2, CRITICAL: 3 };
 const fmtTime = (iso) => iso.replace("T", " ").slice(0, 19);
 
+const ALARM_QUERY = `{ alarms(activeOnly: false) { alarmId status severity latched acked shelvedUntil shelvedBy
+  reason changed guidance consequence } }`;
+
+async function refreshAlarms() {
+  try {
+    const list = (await gql(ALARM_QUERY)).alarms;
+    state.alarms = new Map(list.map((a) => [a.alarmId, { ...a, time: a.changed }]));
+    state.alarmService = true;
+  } catch (e) { state.alarmService = false; }   // an HMI without the alarm service shows events only
+  renderAlarms();
+}
+
 function onAlarm(event) {
   const prev = state.alarms.get(event.alarmId);
-  state.alarms.set(event.alarmId, event);
   const rose = !prev || SEVERITY_RANK[event.severity] > SEVERITY_RANK[prev.severity];
   if (event.severity === "CRITICAL" && rose && !event.acked) annunciate();
+  if (state.alarmService) { refreshAlarms(); return; }
+  state.alarms.set(event.alarmId, { ...prev, ...event, status: event.state });
   renderAlarms();
+}
+
+async function alarmAction(a, action) {
+  const comment = prompt(`${action} ${a.alarmId}: comment (required)`);
+  if (!comment) return;
+  const calls = {
+    ack: ["mutation($i: String!, $c: String!, $s: String) { ackAlarm(alarmId: $i, comment: $c, seenSeverity: $s) { acked } }",
+          { i: a.alarmId, c: comment, s: a.severity }],
+    shelve: ["mutation($i: String!, $c: String!) { shelveAlarm(alarmId: $i, comment: $c, hours: 1) { status } }",
+             { i: a.alarmId, c: comment }],
+    unshelve: ["mutation($i: String!, $c: String!) { unshelveAlarm(alarmId: $i, comment: $c) { status } }",
+               { i: a.alarmId, c: comment }],
+    comment: ["mutation($i: String!, $c: String!) { commentAlarm(alarmId: $i, comment: $c) { status } }",
+              { i: a.alarmId, c: comment }],
+  };
+  try { await gql(...calls[action]); $("#alarm-error").textContent = ""; }
+  catch (e) { $("#alarm-error").textContent = `${a.alarmId}: ${e.message}`; }
+  await refreshAlarms();
 }
 
 function renderAlarms() {
   const rows = [...state.alarms.values()].sort((a, b) =>
-    SEVERITY_RANK[b.severity] - SEVERITY_RANK[a.severity] || b.time.localeCompare(a.time));
+    SEVERITY_RANK[b.severity] - SEVERITY_RANK[a.severity] || (b.time || "").localeCompare(a.time || ""));
   const body = $("#alarm-rows");
   body.replaceChildren();
   const active = rows.filter((a) => a.severity !== "NONE").length;
   $("#alarm-count").textContent = `${active} active`;
   if (!rows.length) {
-    body.innerHTML = '<tr class="empty"><td colspan="6">no alarm events since the page opened</td></tr>';
+    body.innerHTML = '<tr class="empty"><td colspan="6">no alarms</td></tr>';
     return;
   }
   for (const a of rows) {
     const tr = document.createElement("tr");
     tr.className = `sev-${a.severity}${a.acked ? "" : " unacked"}`;
     tr.dataset.alarm = a.alarmId;
-    for (const text of [a.severity, a.alarmId, a.state || a.action, a.reason, fmtTime(a.time)]) {
+    const status = a.shelvedUntil ? `SHELVED until ${fmtTime(a.shelvedUntil).slice(11, 16)}` : (a.status || a.state || "");
+    for (const text of [a.severity, a.alarmId, status, a.reason, fmtTime(a.time || "")]) {
       const td = document.createElement("td"); td.textContent = text; tr.append(td);
     }
-    const actions = document.createElement("td");
-    actions.textContent = a.acked ? `acked by ${a.user ?? "?"}` : "";
+    if (a.guidance) tr.title = `guidance: ${a.guidance}${a.consequence && a.consequence !== "none" ? ` · plan: ${a.consequence}` : ""}`;
+    const actions = document.createElement("td"); actions.className = "actions";
+    if (state.alarmService) {
+      const can = (acts) => ["ADMINISTRATOR", "OPERATOR"].includes(state.user.group) ? acts : [];
+      const acts = can([!a.acked && a.severity !== "NONE" ? "ack" : null, a.shelvedUntil ? "unshelve" : "shelve"]);
+      for (const act of [...acts, "comment"].filter(Boolean)) {
+        const b = document.createElement("button"); b.type = "button"; b.textContent = act;
+        b.dataset.action = act; b.onclick = () => alarmAction(a, act); actions.append(b);
+      }
+    } else if (a.acked) {
+      actions.textContent = `acked by ${a.user ?? "?"}`;
+    }
     tr.append(actions);
     body.append(tr);
   }
@@ -192,11 +234,7 @@ async function start() {
   $("#logout").hidden = false; $("#app").hidden = false;
   const latest = (await gql("{ latest { point time value quality } }")).latest;
   latest.forEach(renderValue);
-  const since = new Date(Date.now() - 24 * 3600e3).toISOString();
-  const history = (await gql(`query($s: DateTime!, $e: DateTime!) { alarmHistory(start: $s, end: $e, limit: 2000) {
-      alarmId time action severity state acked user reason } }`, { s: since, e: new Date().toISOString() })).alarmHistory;
-  history.reverse().forEach((a) => state.alarms.set(a.alarmId, a));
-  renderAlarms();
+  await refreshAlarms();
 
   const live = new Live((up) => { const l = $("#link"); l.textContent = up ? "live" : "reconnecting";
                                    l.className = `link ${up ? "up" : "down"}`; });

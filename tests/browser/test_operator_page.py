@@ -18,15 +18,17 @@ import uvicorn
 from playwright.sync_api import Page, expect, sync_playwright
 from pydantic import SecretStr
 
+from alarms.config import AlarmsConfig
+from alarms.factory import AlarmSettings, build_service, build_supervisor
 from deploy.factory import Platform, build_hmi_services, open_platform
 from hmi_api.app import create_app
 from skyops.bus import StreamRetention
-from skyops.codec import encode_alarm_events, encode_logs
+from skyops.codec import encode_samples
 from skyops.opdb.models import Group
 from skyops.opdb.users import UserCreate
-from skyops.records import AlarmEvent, AlarmSeverity, LogRecord, SampleBatch
+from skyops.records import Sample, SampleBatch
 from skyops.settings import Settings
-from skyops.streams import ALARM_EVENTS, LOG_RECORDS
+from skyops.streams import MON_SAMPLES
 from skyops.timeutil import to_us
 
 pytestmark = pytest.mark.browser
@@ -36,6 +38,12 @@ ARTIFACTS = Path(__file__).with_name("artifacts")
 README_SHOT = Path(__file__).resolve().parents[2] / "docs" / "operator-page.png"
 PASSWORD = "night-shift-2026"
 RET = StreamRetention(max_len=10_000, max_age=timedelta(hours=1))
+ALARMS = AlarmsConfig.model_validate({"rules": [
+    {"kind": "threshold", "name": "WindSpeed", "instance": "ASM:1", "point": "lasilla.asm.wind_speed",
+     "guidance": "above 20 m/s close the dome and park the telescope",
+     "threshold": {"levels": {"warning": 15, "critical": 20}}, "max_age_s": 600,
+     "consequence": {"kind": "close_dome", "min_severity": "CRITICAL"}},
+]})
 POINTS = {"lasilla.asm.wind_speed": 7.5, "lasilla.asm.humidity": 41.0, "lasilla.asm.seeing": 0.82,
           "lasilla.asm.temperature": 11.2, "ntt.tcs.altitude": 62.4, "ntt.tcs.azimuth": 181.0}
 
@@ -68,6 +76,13 @@ class Server:
     async def _start(self) -> None:
         self.platform = p = await open_platform(Settings(var_dir=self.var_dir))
         services, _ = await build_hmi_services(p)
+        # The real alarm path: supervisor on the bus, the HMI's alarm service sending it commands.
+        self.supervisor = build_supervisor(p.bus, p.clock, config=ALARMS,
+                                           settings=AlarmSettings(state_file=self.var_dir / "alarms.json"))
+        await self.supervisor.start()
+        self.stop_alarms = asyncio.Event()
+        self.alarms_task = asyncio.ensure_future(self.supervisor.run(self.stop_alarms))
+        services.alarms = build_service(p.bus, p.archive, p.clock)
         await asyncio.to_thread(services.auth.users.create, data=UserCreate(
             username="otto", full_name="Otto Operator", group=Group.OPERATOR, password=SecretStr(PASSWORD)),
             now=p.clock.now())
@@ -86,6 +101,8 @@ class Server:
         async def _stop() -> None:
             self.server.should_exit = True
             await self.serving
+            self.stop_alarms.set()
+            await asyncio.wait_for(self.alarms_task, 10)
             if self.platform is not None:
                 await self.platform.close()
 
@@ -141,18 +158,23 @@ def test_operator_logs_in_sees_values_a_live_alarm_and_a_trend(server: Server, p
     first_render_s = time.monotonic() - started
     expect(page.locator("#link")).to_have_text("live")
 
-    event = AlarmEvent(alarm_id="WindSpeed.ASM:1", ts=datetime.now(UTC), seq=1, action="transition",
-                       severity=AlarmSeverity.CRITICAL, state="ACTIVE",
-                       reason="wind 21.4 m/s above 20 m/s: close the dome")
-    server.publish(ALARM_EVENTS, encode_alarm_events([event]))
+    # Wind rises past the CRITICAL level: the supervisor raises the alarm and the page shows it live.
+    server.publish(MON_SAMPLES, encode_samples(SampleBatch.from_samples(
+        [Sample("lasilla.asm.wind_speed", datetime.now(UTC), 21.4)])))
     row = page.locator('tr[data-alarm="WindSpeed.ASM:1"]')
     expect(row).to_have_class("sev-CRITICAL unacked")
-    expect(row).to_contain_text("close the dome")
     expect(page.locator("#alarm-count")).to_have_text("1 active")
+    assert "close the dome" in (row.get_attribute("title") or "")
+    page.screenshot(path=str(ARTIFACTS / "alarm-raised.png"), full_page=True)
 
-    server.publish(LOG_RECORDS, encode_logs([LogRecord(ts=datetime.now(UTC), level="WARNING", source="alarms",
-                                                       message="WindSpeed.ASM:1 raised CRITICAL")]))
-    expect(page.locator("#log-lines li").first).to_contain_text("WindSpeed.ASM:1 raised CRITICAL")
+    # The operator acknowledges it from the table, with a comment.
+    page.once("dialog", lambda dialog: dialog.accept("closing the dome"))
+    row.locator("button[data-action=ack]").click()
+    expect(row).to_have_class("sev-CRITICAL")
+    expect(row.locator("button[data-action=ack]")).to_have_count(0)
+
+    # The acknowledgement is an audit record: it arrives in the live log tail.
+    expect(page.locator("#log-lines li").first).to_contain_text("otto: alarm.ack")
 
     page.click('#weather [data-point="lasilla.asm.wind_speed"]')
     expect(page.locator("#trend-note")).to_contain_text("bins from")
