@@ -11,8 +11,10 @@ import typer
 import uvicorn
 from rich.console import Console
 
+from alarms import cli as alarms_cli
 from deploy.factory import build_hmi_services, open_platform
 from hmi_api.app import create_app
+from planner import cli as planner_cli
 from skyops.settings import Settings
 from ves_sync import cli as ves_cli
 
@@ -20,6 +22,10 @@ app = typer.Typer(help="skyops — operations platform for a remotely operated t
 run_app = typer.Typer(help="Run one service on its own (distributed mode).", no_args_is_help=True)
 app.add_typer(run_app, name="run")
 app.add_typer(ves_cli.app, name="ves")
+app.add_typer(alarms_cli.app, name="alarms")
+app.command("ack", help="Acknowledge an alarm (same as `skyops alarms ack`).")(alarms_cli.ack)
+app.command("plan")(planner_cli.plan)
+app.command("report")(planner_cli.report)
 run_app.command("p2-emulator")(ves_cli.p2_emulator)
 console = Console()
 

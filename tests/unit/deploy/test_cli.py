@@ -9,7 +9,7 @@ from deploy.cli import app
 
 def test_top_level_commands_are_mounted() -> None:
     out = CliRunner().invoke(app, ["--help"]).output
-    for command in ("up", "run", "ves", "version"):
+    for command in ("up", "run", "ves", "version", "alarms", "ack", "plan", "report"):
         assert command in out
 
 
@@ -22,3 +22,9 @@ def test_unknown_command_fails_with_a_message() -> None:
     result = CliRunner().invoke(app, ["launch-rockets"])
     assert result.exit_code != 0
     assert "No such command" in result.output
+
+
+def test_plan_prints_a_night_with_a_gantt() -> None:
+    result = CliRunner().invoke(app, ["plan", "--help"])
+    assert result.exit_code == 0
+    assert "--night" in result.output
