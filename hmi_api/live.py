@@ -19,8 +19,9 @@ import numpy as np
 from skyops.bus import Bus, Entry
 from skyops.codec import decode_alarm_events, decode_logs, decode_samples
 from skyops.errors import BackendUnavailableError, CodecError
+from skyops.messages import PlanEvent, decode_plan_event
 from skyops.records import AlarmEvent, LogRecord, Quality, SampleBatch, Value
-from skyops.streams import ALARM_EVENTS, LOG_RECORDS, MON_SAMPLES
+from skyops.streams import ALARM_EVENTS, LOG_RECORDS, MON_SAMPLES, PLAN_EVENTS
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -243,6 +244,7 @@ class LiveFeeds:
     alarms: StreamTap[AlarmEvent]
     logs: StreamTap[LogRecord]
     samples: SampleHub
+    plans: StreamTap[PlanEvent]
 
     @classmethod
     def on(cls, bus: Bus, *, block_ms: int = 1000) -> LiveFeeds:
@@ -250,12 +252,18 @@ class LiveFeeds:
             alarms=StreamTap(bus, ALARM_EVENTS, decode_alarm_events, block_ms=block_ms),
             logs=StreamTap(bus, LOG_RECORDS, decode_logs, block_ms=block_ms),
             samples=SampleHub(bus, MON_SAMPLES, block_ms=block_ms),
+            plans=StreamTap(bus, PLAN_EVENTS, lambda payload: [decode_plan_event(payload)], block_ms=block_ms),
         )
+
+    async def latest_plan(self) -> tuple[str, PlanEvent] | None:
+        """The newest plan on the bus (each plan event carries the whole night), or None before the first."""
+        newest = await self.plans.bus.newest(PLAN_EVENTS)
+        return None if newest is None else (newest.id, decode_plan_event(newest.payload))
 
     async def start_positions(self) -> None:
         """Pin "now" before clients subscribe, so an event published right after is not missed."""
         await asyncio.gather(self.alarms.start_position(), self.logs.start_position(),
-                             self.samples.tap.start_position())
+                             self.samples.tap.start_position(), self.plans.start_position())
 
     async def run(self, stop: asyncio.Event) -> None:
-        await asyncio.gather(self.alarms.run(stop), self.logs.run(stop), self.samples.run(stop))
+        await asyncio.gather(self.alarms.run(stop), self.logs.run(stop), self.samples.run(stop), self.plans.run(stop))

@@ -11,9 +11,10 @@ import numpy.typing as npt
 from strawberry.scalars import JSON
 
 from alarms.api import AlarmView
-from hmi_api.graphql.types import Alarm, AlarmHistoryEntry, LogEntry, PointValue, TimeSeries
+from hmi_api.graphql.types import Alarm, AlarmHistoryEntry, LogEntry, NightPlan, PlanBlock, PointValue, TimeSeries
 from hmi_api.live import LatestValue
 from skyops.archive.binning import BinnedSeries
+from skyops.messages import PlanEvent
 from skyops.records import AlarmEvent, LogRecord, Quality, Sample
 from skyops.timeutil import from_us
 
@@ -35,6 +36,17 @@ def alarm(v: AlarmView) -> Alarm:
                  acked=v.acked, acked_severity=v.acked_severity.name, shelved_until=v.shelved_until,
                  shelved_by=v.shelved_by, reason=v.reason, changed=v.changed, kind=v.kind, description=v.description,
                  guidance=v.guidance, consequence=v.consequence, attributes=JSON(dict(v.attributes)))
+
+
+def night_plan(seq: str, e: PlanEvent) -> NightPlan:
+    return NightPlan(
+        seq=seq, plan_id=e.plan_id, night=e.night, created=e.created, reason=e.reason,
+        trigger_alarm=e.trigger.alarm_id if e.trigger else None,
+        trigger_kind=(e.trigger.consequence.value if e.trigger.consequence else e.trigger.kind) if e.trigger else None,
+        blocks=[PlanBlock(ob_id=b.ob_id, name=b.name, target_name=b.target_name, ob_type=b.ob_type,
+                          priority=b.priority, start=b.start, end=b.end, exposure_s=b.exposure_s, ra_deg=b.ra_deg,
+                          dec_deg=b.dec_deg, magnitude=b.magnitude) for b in e.blocks],
+    )
 
 
 def live_value(v: LatestValue) -> PointValue:

@@ -12,7 +12,7 @@ from strawberry.types import Info
 
 from hmi_api.auth import AuthError
 from hmi_api.graphql.context import HmiContext
-from hmi_api.graphql.convert import alarm, alarm_entries, live_value, log_entry, point_value, time_series
+from hmi_api.graphql.convert import alarm, alarm_entries, live_value, log_entry, night_plan, point_value, time_series
 from hmi_api.graphql.types import (
     Alarm,
     AlarmEventUpdate,
@@ -22,6 +22,7 @@ from hmi_api.graphql.types import (
     LoginResult,
     LogPage,
     LogUpdate,
+    NightPlan,
     PointValue,
     TimeSeries,
     User,
@@ -96,6 +97,12 @@ class Query:
         )
         page = await info.context.archive().query_logs(query)
         return LogPage(entries=[log_entry(r) for r in page.records], next_cursor=page.next_cursor)
+
+    @strawberry.field(description="The newest night plan, with the reason (and alarm) of its last change")
+    async def plan(self, info: Ctx) -> NightPlan | None:
+        await info.context.allowed("read")
+        found = await info.context.live().latest_plan()
+        return None if found is None else night_plan(*found)
 
     @strawberry.field(description="Alarms needing attention (all alarms with activeOnly: false), worst first")
     async def alarms(self, info: Ctx, active_only: bool = True) -> list[Alarm]:
@@ -250,6 +257,17 @@ class Subscription:
             async for seq, event in resumable(ctx.live().alarms, after):
                 (entry,) = alarm_entries([event])
                 yield AlarmEventUpdate(seq=seq, event=entry)
+        except SlowClientError as exc:
+            await ctx.close_slow_client(str(exc))
+            raise
+
+    @strawberry.subscription(description="Every new or changed night plan (re-plans included)")
+    async def plan_changes(self, info: Ctx, after: str | None = None) -> AsyncGenerator[NightPlan, None]:
+        ctx = info.context
+        await ctx.allowed("read")
+        try:
+            async for seq, event in resumable(ctx.live().plans, after, maxsize=100):
+                yield night_plan(seq, event)
         except SlowClientError as exc:
             await ctx.close_slow_client(str(exc))
             raise

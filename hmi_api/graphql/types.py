@@ -163,3 +163,30 @@ class Alarm:
     guidance: str
     consequence: str
     attributes: strawberry.scalars.JSON
+
+
+@strawberry.type(description="One OB placed in the night plan")
+class PlanBlock:
+    ob_id: str
+    name: str
+    target_name: str
+    ob_type: str
+    priority: int
+    start: datetime
+    end: datetime
+    exposure_s: float
+    ra_deg: float
+    dec_deg: float
+    magnitude: float | None
+
+
+@strawberry.type(description="The current plan of a night, with why it last changed")
+class NightPlan:
+    seq: str = strawberry.field(description="stream sequence of this plan (for resuming the subscription)")
+    plan_id: str
+    night: str
+    created: datetime
+    reason: str
+    trigger_alarm: str | None
+    trigger_kind: str | None
+    blocks: list[PlanBlock]

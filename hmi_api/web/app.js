@@ -200,6 +200,47 @@ function drawTrend(ts, start, end) {
   $("#trend-note").textContent = `${ts.times.length} bins from ${ts.resolution} data; bands show min–max`;
 }
 
+// --- night timeline ---
+const PLAN_FIELDS = `seq planId night created reason triggerAlarm triggerKind
+  blocks { obId name targetName obType priority start end }`;
+state.replans = [];
+
+function renderPlan(plan) {
+  state.plan = plan;
+  const svg = $("#plan-timeline"); const W = 1000, H = 120;
+  if (!plan || !plan.blocks.length) {
+    svg.replaceChildren(); $("#plan-note").textContent = plan ? "the plan is empty" : "no plan published yet"; return;
+  }
+  const t0 = new Date(plan.blocks[0].start) - 15 * 60e3;
+  const t1 = new Date(plan.blocks[plan.blocks.length - 1].end).getTime() + 15 * 60e3;
+  const x = (t) => (W * (new Date(t) - t0) / (t1 - t0)).toFixed(1);
+  let out = "";
+  plan.blocks.forEach((b, i) => {
+    const kind = ["CTOB", "FUOB", "ESO", "TOO"].includes(b.obType) ? b.obType : "other";
+    out += `<rect class="ob ${kind}" data-ob="${b.obId}" x="${x(b.start)}" y="${20 + (i % 3) * 28}"
+             width="${Math.max(1, x(b.end) - x(b.start))}" height="24"><title>${b.name} · ${b.targetName} · ${b.obType}
+${fmtTime(b.start)} – ${fmtTime(b.end).slice(11)} · priority ${b.priority}</title></rect>`;
+  });
+  for (const r of state.replans) {
+    if (r.time >= t0 && r.time <= t1) out += `<line class="replan" x1="${x(r.time)}" x2="${x(r.time)}" y1="0" y2="${H}"><title>${r.reason}</title></line>`;
+  }
+  const now = Date.now();
+  if (now >= t0 && now <= t1) out += `<line class="now" x1="${x(now)}" x2="${x(now)}" y1="0" y2="${H}"><title>now</title></line>`;
+  for (let h = Math.ceil(t0 / 3600e3) * 3600e3; h < t1; h += 3600e3) {
+    out += `<text x="${x(h)}" y="${H - 4}">${new Date(h).toISOString().slice(11, 16)}</text>`;
+  }
+  svg.innerHTML = out;
+  $("#plan-night").textContent = `night of ${plan.night} · ${plan.blocks.length} OBs`;
+  const reason = $("#plan-reason"); reason.replaceChildren(`last change ${fmtTime(plan.created).slice(11)} UTC: ${plan.reason}`);
+  if (plan.triggerAlarm) {
+    const a = document.createElement("a"); a.textContent = ` (${plan.triggerAlarm})`; a.dataset.alarm = plan.triggerAlarm;
+    a.onclick = () => document.querySelectorAll("#alarm-rows tr").forEach((tr) =>
+      tr.classList.toggle("highlight", tr.dataset.alarm === plan.triggerAlarm));
+    reason.append(a);
+  }
+  $("#plan-note").textContent = "colours: classification, follow-up, ESO, ToO; dashed lines: re-plans; orange: now";
+}
+
 // --- log tail ---
 let logOp = null;
 function subscribeLogs(live) {
@@ -235,6 +276,8 @@ async function start() {
   const latest = (await gql("{ latest { point time value quality } }")).latest;
   latest.forEach(renderValue);
   await refreshAlarms();
+  renderPlan((await gql(`{ plan { ${PLAN_FIELDS} } }`)).plan);
+  setInterval(() => renderPlan(state.plan), 60e3);   // keep the "now" line moving
 
   const live = new Live((up) => { const l = $("#link"); l.textContent = up ? "live" : "reconnecting";
                                    l.className = `link ${up ? "up" : "down"}`; });
@@ -249,6 +292,12 @@ async function start() {
     live.subscribe("subscription($p: [String!]!) { samples(points: $p, maxRateHz: 2) { point time value quality } }",
                    () => ({ p: points }), (d) => d.samples.forEach(renderValue));
   }
+  live.subscribe(`subscription($a: String) { planChanges(after: $a) { ${PLAN_FIELDS} } }`,
+                 () => ({ a: state.plan ? state.plan.seq : null }), (d) => {
+    const plan = d.planChanges;
+    if (state.plan && plan.planId !== state.plan.planId) state.replans.push({ time: new Date(plan.created).getTime(), reason: plan.reason });
+    renderPlan(plan);
+  });
   subscribeLogs(live);
   for (const id of ["#log-level", "#log-source", "#log-text"]) $(id).onchange = () => subscribeLogs(live);
   document.querySelectorAll("[data-range]").forEach((b) => b.onclick = () => {

@@ -432,11 +432,16 @@ class Bus:
             reply: Any = await self.redis.xrange(stream, min=f"({after}", max="+", count=count)
         return [_entry(eid, fields) for eid, fields in reply]
 
-    async def last_id(self, stream: str) -> str:
-        """The newest entry id ("0-0" for an empty or missing stream): where a live reader starts."""
+    async def newest(self, stream: str) -> Entry | None:
+        """The newest entry, or None for an empty or missing stream."""
         with _redis_errors(stream):
             reply: Any = await self.redis.xrevrange(stream, count=1)
-        return _text(reply[0][0]) if reply else "0-0"
+        return _entry(reply[0][0], reply[0][1]) if reply else None
+
+    async def last_id(self, stream: str) -> str:
+        """The newest entry id ("0-0" for an empty or missing stream): where a live reader starts."""
+        newest = await self.newest(stream)
+        return "0-0" if newest is None else newest.id
 
     def latency_us(self, entry: Entry) -> int | None:
         """Microseconds from the producer sending `entry` until now, on the bus clock."""

@@ -24,11 +24,12 @@ from deploy.factory import Platform, build_hmi_services, open_platform
 from hmi_api.app import create_app
 from skyops.bus import StreamRetention
 from skyops.codec import encode_samples
+from skyops.messages import ConsequenceKind, PlanEvent, PlannedBlock, PlanTrigger
 from skyops.opdb.models import Group
 from skyops.opdb.users import UserCreate
 from skyops.records import Sample, SampleBatch
 from skyops.settings import Settings
-from skyops.streams import MON_SAMPLES
+from skyops.streams import MON_SAMPLES, PLAN_EVENTS
 from skyops.timeutil import to_us
 
 pytestmark = pytest.mark.browser
@@ -175,6 +176,24 @@ def test_operator_logs_in_sees_values_a_live_alarm_and_a_trend(server: Server, p
 
     # The acknowledgement is an audit record: it arrives in the live log tail.
     expect(page.locator("#log-lines li").first).to_contain_text("otto: alarm.ack")
+
+    # A plan, then a re-plan caused by the alarm: the timeline redraws and names the alarm that caused it.
+    night = datetime.now(UTC) - timedelta(minutes=30)
+    for plan_id, n, reason, alarm in (("p1", 8, "afternoon plan", None),
+                                      ("p2", 6, "re-plan: wind above 20 m/s, dome closed", "WindSpeed.ASM:1")):
+        trigger = None if alarm is None else PlanTrigger(kind="consequence", ts=datetime.now(UTC), reason=reason,
+                                                         alarm_id=alarm, consequence=ConsequenceKind.CLOSE_DOME)
+        blocks = tuple(PlannedBlock(ob_id=f"{plan_id}-{i}", name=f"OB {i}", target_name=f"SN 2026ab{i}",
+                                    ra_deg=15.0 * i, dec_deg=-25.0, exposure_s=1200, priority=1 + i % 3,
+                                    ob_type=("CTOB", "FUOB", "ESO")[i % 3], start=night + timedelta(minutes=25 * i),
+                                    end=night + timedelta(minutes=25 * i + 20)) for i in range(n))
+        server.publish(PLAN_EVENTS, PlanEvent(plan_id=plan_id, night="2026-11-21", created=datetime.now(UTC),
+                                              reason=reason, trigger=trigger, blocks=blocks).encode())
+    expect(page.locator("#plan-timeline rect.ob")).to_have_count(6)
+    expect(page.locator("#plan-reason")).to_contain_text("dome closed")
+    expect(page.locator("#plan-reason a")).to_have_text(" (WindSpeed.ASM:1)")
+    expect(page.locator("#plan-timeline line.replan")).to_have_count(1)
+    expect(page.locator("#plan-timeline line.now")).to_have_count(1)
 
     page.click('#weather [data-point="lasilla.asm.wind_speed"]')
     expect(page.locator("#trend-note")).to_contain_text("bins from")

@@ -17,10 +17,11 @@ from starlette.websockets import WebSocketDisconnect
 from hmi_api.live import LiveFeeds, SlowClientError, StreamTap, Subscriber, resumable
 from skyops.bus import Bus, StreamRetention
 from skyops.codec import decode_alarm_events, encode_alarm_events, encode_logs, encode_samples
+from skyops.messages import AzimuthSector, ConsequenceKind, PlanEvent, PlannedBlock, PlanTrigger
 from skyops.records import AlarmEvent, AlarmSeverity, LogRecord, Sample, SampleBatch
-from skyops.streams import ALARM_EVENTS, LOG_RECORDS, MON_SAMPLES
+from skyops.streams import ALARM_EVENTS, LOG_RECORDS, MON_SAMPLES, PLAN_EVENTS
 from tests.unit.hmi_api.conftest import Hmi
-from tests.unit.hmi_api.test_graphql import login
+from tests.unit.hmi_api.test_graphql import gql, login
 
 RET = StreamRetention(max_len=10_000, max_age=timedelta(days=1))
 
@@ -165,3 +166,36 @@ def test_anonymous_websocket_cannot_subscribe(live: tuple[Hmi, Bus]) -> None:
         with pytest.raises(WebSocketDisconnect) as info:
             ws.receive_json()
         assert info.value.code == 4401
+
+
+def plan_event(hmi: Hmi, plan_id: str, n: int, reason: str, alarm: str | None = None) -> PlanEvent:
+    t0 = hmi.clock.now()
+    trigger = None if alarm is None else PlanTrigger(
+        kind="consequence", ts=t0, reason=reason, alarm_id=alarm, consequence=ConsequenceKind.POINTING_RESTRICTION,
+        sector=AzimuthSector(start_deg=100, end_deg=160))
+    blocks = tuple(PlannedBlock(ob_id=f"OB{i}", name=f"ob {i}", target_name=f"SN2026{i}", ra_deg=10.0 * i,
+                                dec_deg=-30.0, exposure_s=600, priority=1, ob_type="CTOB",
+                                start=t0 + timedelta(minutes=12 * i), end=t0 + timedelta(minutes=12 * i + 10))
+                   for i in range(n))
+    return PlanEvent(plan_id=plan_id, night="2026-11-21", created=t0, reason=reason, trigger=trigger, blocks=blocks)
+
+
+def test_plan_query_and_plan_changes_subscription(live: tuple[Hmi, Bus]) -> None:
+    hmi, bus = live
+    with TestClient(hmi.app()) as client:
+        token = login(client, "sam")
+        assert gql(client, "{ plan { planId } }", token)["data"]["plan"] is None
+        publish(client, bus, PLAN_EVENTS, plan_event(hmi, "p1", 5, "afternoon plan").encode())
+        plan = gql(client, "{ plan { planId night reason blocks { obId start } } }", token)["data"]["plan"]
+        assert plan["planId"] == "p1"
+        assert [b["obId"] for b in plan["blocks"]] == [f"OB{i}" for i in range(5)]
+        with connect(client, token) as ws:
+            subscribe(ws, "subscription { planChanges { planId reason triggerAlarm triggerKind blocks { obId } } }")
+            client.portal.call(asyncio.sleep, 0.1)
+            publish(client, bus, PLAN_EVENTS, plan_event(hmi, "p2", 3, "wind from the east",
+                                                          alarm="WindPointing.NTT:1").encode())
+            got = ws.receive_json()["payload"]["data"]["planChanges"]
+    assert got["planId"] == "p2"
+    assert got["triggerAlarm"] == "WindPointing.NTT:1"
+    assert got["triggerKind"] == "pointing_restriction"
+    assert len(got["blocks"]) == 3
