@@ -12,7 +12,7 @@ import uvicorn
 from rich.console import Console
 
 from alarms import cli as alarms_cli
-from deploy.factory import build_hmi_services, open_platform
+from deploy.factory import build_hmi_services, build_marshall, open_platform
 from hmi_api.app import create_app
 from planner import cli as planner_cli
 from skyops.settings import Settings
@@ -49,7 +49,7 @@ async def _serve(settings: Settings, host: str, port: int) -> None:
         if admin_password is not None:
             console.print(f"[bold yellow]first start:[/] log in as [bold]admin[/] with password "
                           f"[bold]{admin_password}[/] (shown once; change it)")
-        api = create_app(health=platform.health, services=services)
+        api = create_app(health=platform.health, services=services, marshall=build_marshall(platform))
         server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="info"))
         console.print(f"[bold green]skyops up[/] ({platform.mode}) — health at http://{host}:{port}/health")
         await server.serve()

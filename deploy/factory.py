@@ -10,12 +10,17 @@ from datetime import timedelta
 from typing import Any
 
 import redis.asyncio as aioredis
+from fastapi import APIRouter
 from sqlalchemy import Engine, text
 
 from alarms.factory import build_service as build_alarm_service
 from hmi_api.auth import Authenticator, ensure_initial_admin
 from hmi_api.graphql.context import HmiServices
 from hmi_api.live import LiveFeeds
+from hmi_api.marshall import marshall_router
+from planner.config import load_site
+from planner.marshall import MarshallApi
+from planner.store import ObStore
 from skyops.archive.cassandra import CassandraArchive
 from skyops.archive.port import Archive
 from skyops.archive.sqlite import SqliteArchive
@@ -90,6 +95,16 @@ async def build_hmi_services(platform: Platform) -> tuple[HmiServices, str | Non
     alarm_service = build_alarm_service(platform.bus, platform.archive, platform.clock)
     return HmiServices(auth=auth, clock=platform.clock, audit=audit, archive=platform.archive, live=live,
                        alarms=alarm_service), password
+
+
+def build_marshall(platform: Platform) -> APIRouter | None:
+    """The Marshall REST API over the planner's OB store, when keys are configured."""
+    keys = platform.settings.marshall_keys
+    if not keys:
+        log.info("no SKYOPS_MARSHALL_KEYS: the Marshall REST API is not served")
+        return None
+    store = ObStore(make_sessionmaker(platform.engine), site=load_site())
+    return marshall_router(MarshallApi(store, platform.clock), keys)
 
 
 def _ping_sql(engine: Engine) -> None:

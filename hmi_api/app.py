@@ -8,13 +8,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hmi_api.graphql.context import HmiServices
 from hmi_api.graphql.router import graphql_router
+from hmi_api.marshall import install_marshall_errors
 from hmi_api.metrics import Metrics
 
 HealthProbe = Callable[[], Awaitable[dict[str, Any]]]
@@ -23,7 +24,12 @@ WEB_DIR = Path(__file__).with_name("web")
 
 
 def create_app(
-    *, health: HealthProbe, services: HmiServices | None = None, metrics: Metrics | None = None, title: str = "skyops"
+    *,
+    health: HealthProbe,
+    services: HmiServices | None = None,
+    metrics: Metrics | None = None,
+    marshall: APIRouter | None = None,
+    title: str = "skyops",
 ) -> FastAPI:
     """Build the app around collaborators supplied by the composition root (hmi_api never opens backends)."""
     @contextlib.asynccontextmanager
@@ -56,6 +62,9 @@ def create_app(
     async def get_metrics() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    if marshall is not None:
+        app.include_router(marshall)
+        install_marshall_errors(app)
     if services is not None:
         app.include_router(graphql_router(services), prefix="/graphql")
 

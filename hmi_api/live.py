@@ -192,20 +192,23 @@ class SampleHub:
     async def run(self, stop: asyncio.Event) -> None:
         sub = self.tap.attach(maxsize=10_000)
         reader = asyncio.create_task(self.tap.run(stop))
+        getter: asyncio.Task[tuple[str, dict[str, LatestValue]]] | None = None
         try:
             while not stop.is_set():
                 getter = asyncio.create_task(sub.queue.get())
                 done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
                 if getter not in done:
-                    getter.cancel()
                     break
                 _, latest = getter.result()
+                getter = None
                 for client in list(self._clients):
                     client.offer(latest)
         finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+            for task in (getter, reader):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             self.tap.detach(sub)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -30,6 +30,11 @@ ESO_STATUS = {
 }
 
 
+# Ids are stored as 64-bit integers: anything outside is refused as bad input, never passed to the database.
+DbId = Annotated[int, Field(ge=0, le=2**63 - 1)]
+MAX_EXPOSURE_S = 12 * 3600
+
+
 class MarshallReply(BaseModel):
     """The SOXS scheduler's envelope: status 1 on success, 0 on failure, the HTTP code inside `data`."""
 
@@ -52,25 +57,25 @@ class CreateAutoObBody(BaseModel):
     right_ascension: float
     declination: float
     target_name: str
-    transient_bucket_id: int = Field(alias="transientBucketID")
+    transient_bucket_id: DbId = Field(alias="transientBucketID")
 
 
 class UpdateMagnitudeBody(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    transient_bucket_id: int = Field(alias="transientBucketID")
+    transient_bucket_id: DbId = Field(alias="transientBucketID")
     magnitude_list: list[tuple[str, float]] = Field(min_length=1)
 
 
 class FollowUpBody(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    transient_bucket_id: int = Field(alias="transientBucketID")
+    transient_bucket_id: DbId = Field(alias="transientBucketID")
     ob_name: str
     target_name: str
     right_ascension: float
     declination: float
-    exposure_time: float
+    exposure_time: float = Field(gt=0, le=MAX_EXPOSURE_S, description="seconds; at most one night")
     priority: int = 2
     magnitude_list: list[tuple[str, float]] = Field(default_factory=list)
     constraints: ObConstraints = ObConstraints()
@@ -80,7 +85,7 @@ class FollowUpBody(BaseModel):
 class DeleteObBody(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    ob_id: int = Field(alias="OB_ID")
+    ob_id: DbId = Field(alias="OB_ID")
 
 
 def _brightest(magnitudes: list[tuple[str, float]]) -> tuple[str, float]:

@@ -32,6 +32,16 @@ class Settings(BaseSettings):
     sql_url: str | None = Field(default=None, description="SQLAlchemy URL; absent → SQLite under var_dir")
 
     secret_key: SecretStr = SecretStr(PLACEHOLDER_SECRET)
+    marshall_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="comma-separated keys of the Marshall REST API; none → API not served"
+    )
+
+    @field_validator("marshall_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [k.strip() for k in v.split(",") if k.strip()]
+        return v
 
     @field_validator("cassandra_hosts", mode="before")
     @classmethod

@@ -77,6 +77,7 @@ class Server:
     async def _start(self) -> None:
         self.platform = p = await open_platform(Settings(var_dir=self.var_dir))
         services, _ = await build_hmi_services(p)
+        self.services = services
         # The real alarm path: supervisor on the bus, the HMI's alarm service sending it commands.
         self.supervisor = build_supervisor(p.bus, p.clock, config=ALARMS,
                                            settings=AlarmSettings(state_file=self.var_dir / "alarms.json"))
@@ -110,6 +111,20 @@ class Server:
         self.run(_stop())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+
+    def wait_for_page_subscriptions(self) -> None:
+        """The page has subscribed to alarms, logs and plans (publishing earlier could race the page)."""
+        live = self.services.live
+        assert live is not None
+
+        async def wait() -> None:
+            for _ in range(1000):
+                if min(live.alarms.subscribers, live.logs.subscribers, live.plans.subscribers) >= 1:
+                    return
+                await asyncio.sleep(0.01)
+            raise AssertionError("the page never subscribed")
+
+        self.run(wait())
 
     def publish(self, stream: str, payload: bytes) -> None:
         assert self.platform is not None
@@ -158,6 +173,7 @@ def test_operator_logs_in_sees_values_a_live_alarm_and_a_trend(server: Server, p
     expect(page.locator('#weather [data-point="lasilla.asm.seeing"] .v')).not_to_have_text("")
     first_render_s = time.monotonic() - started
     expect(page.locator("#link")).to_have_text("live")
+    server.wait_for_page_subscriptions()
 
     # Wind rises past the CRITICAL level: the supervisor raises the alarm and the page shows it live.
     server.publish(MON_SAMPLES, encode_samples(SampleBatch.from_samples(

@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from deploy.factory import build_hmi_services, open_platform
+from deploy.factory import build_hmi_services, build_marshall, open_platform
 from hmi_api.app import create_app
 from skyops.archive.sqlite import SqliteArchive
 from skyops.codec import decode_logs
@@ -77,5 +77,17 @@ async def test_hmi_services_create_the_first_admin_and_audit_to_the_log_stream(t
         assert record.source == "hmi"
         assert record.component == "audit"
         assert record.attributes == {"user": "admin", "action": "user.create", "target": "otto"}
+    finally:
+        await platform.close()
+
+
+async def test_marshall_api_is_served_only_with_keys(tmp_path: Path) -> None:
+    platform = await open_platform(Settings(var_dir=tmp_path))
+    try:
+        assert build_marshall(platform) is None
+        platform.settings = Settings(var_dir=tmp_path, marshall_keys="k1-0123456789, k2-0123456789")
+        router = build_marshall(platform)
+        assert router is not None
+        assert any(getattr(r, "path", "").endswith("/createAutoOB") for r in router.routes)
     finally:
         await platform.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -29,6 +29,11 @@ RET = StreamRetention(max_len=10_000, max_age=timedelta(days=1))
 def event(hmi: Hmi, seq: int, severity: AlarmSeverity = AlarmSeverity.CRITICAL) -> AlarmEvent:
     return AlarmEvent(alarm_id="WindSpeed.ASM:1", ts=hmi.clock.now(), seq=seq, action="transition",
                       severity=severity, reason=f"wind {20 + seq} m/s")
+
+
+def feeds(hmi: Hmi) -> LiveFeeds:
+    assert hmi.services.live is not None
+    return hmi.services.live
 
 
 @pytest.fixture
@@ -90,6 +95,19 @@ def connect(client: TestClient, token: str) -> Iterator[Any]:
         yield ws
 
 
+def attached(client: TestClient, count: Callable[[], int]) -> None:
+    """Wait until the server has attached the subscription (a fixed sleep would race on a loaded machine)."""
+
+    async def wait() -> None:
+        for _ in range(500):
+            if count() >= 1:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("the subscription never attached")
+
+    client.portal.call(wait)
+
+
 def publish(client: TestClient, bus: Bus, stream: str, payload: bytes) -> None:
     client.portal.call(functools.partial(bus.publish, stream, payload, retention=RET))
 
@@ -100,7 +118,7 @@ def test_alarm_event_reaches_a_subscribed_client_and_resumes_by_sequence(live: t
         token = login(client, "otto")
         with connect(client, token) as ws:
             subscribe(ws, "subscription { alarmEvents { seq event { alarmId seq severity reason } } }")
-            client.portal.call(asyncio.sleep, 0.1)
+            attached(client, lambda: feeds(hmi).alarms.subscribers)
             publish(client, bus, ALARM_EVENTS, encode_alarm_events([event(hmi, 1)]))
             first = ws.receive_json()["payload"]["data"]["alarmEvents"]
             assert first["event"] == {"alarmId": "WindSpeed.ASM:1", "seq": 1, "severity": "CRITICAL",
@@ -122,7 +140,7 @@ def test_log_tail_is_filtered_on_the_server(live: tuple[Hmi, Bus]) -> None:
         with connect(client, login(client, "sam")) as ws:
             subscribe(ws, 'subscription { logEntries(filter: {minLevel: "WARNING", sources: ["planner"]}) '
                           "{ entry { message level } } }")
-            client.portal.call(asyncio.sleep, 0.1)
+            attached(client, lambda: feeds(hmi).logs.subscribers)
             publish(client, bus, LOG_RECORDS, encode_logs(records))
             got = ws.receive_json()["payload"]["data"]["logEntries"]["entry"]
         assert got == {"message": "Dome fault", "level": "ERROR"}
@@ -138,7 +156,7 @@ def test_samples_are_coalesced_latest_value_wins(live: tuple[Hmi, Bus]) -> None:
         with connect(client, login(client, "otto")) as ws:
             subscribe(ws, 'subscription { samples(points: ["lasilla.asm.wind_speed", "lasilla.asm.seeing"], '
                           "maxRateHz: 20) { point value quality } }")
-            client.portal.call(asyncio.sleep, 0.1)
+            attached(client, lambda: feeds(hmi).samples.clients)
             publish(client, bus, MON_SAMPLES, encode_samples(batch))
             got = ws.receive_json()["payload"]["data"]["samples"]
         assert got == [{"point": "lasilla.asm.seeing", "value": 0.8, "quality": "GOOD"},
@@ -191,7 +209,7 @@ def test_plan_query_and_plan_changes_subscription(live: tuple[Hmi, Bus]) -> None
         assert [b["obId"] for b in plan["blocks"]] == [f"OB{i}" for i in range(5)]
         with connect(client, token) as ws:
             subscribe(ws, "subscription { planChanges { planId reason triggerAlarm triggerKind blocks { obId } } }")
-            client.portal.call(asyncio.sleep, 0.1)
+            attached(client, lambda: feeds(hmi).plans.subscribers)
             publish(client, bus, PLAN_EVENTS, plan_event(hmi, "p2", 3, "wind from the east",
                                                           alarm="WindPointing.NTT:1").encode())
             got = ws.receive_json()["payload"]["data"]["planChanges"]
