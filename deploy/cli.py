@@ -12,6 +12,7 @@ import uvicorn
 from rich.console import Console
 
 from alarms import cli as alarms_cli
+from collectors import cli as collectors_cli
 from deploy.factory import build_hmi_services, build_marshall, open_platform
 from hmi_api.app import create_app
 from planner import cli as planner_cli
@@ -25,6 +26,8 @@ app.add_typer(ves_cli.app, name="ves")
 app.add_typer(alarms_cli.app, name="alarms")
 app.command("ack", help="Acknowledge an alarm (same as `skyops alarms ack`).")(alarms_cli.ack)
 app.command("plan")(planner_cli.plan)
+app.command("points")(collectors_cli.points_cmd)
+app.command("history")(collectors_cli.history_cmd)
 app.command("report")(planner_cli.report)
 run_app.command("p2-emulator")(ves_cli.p2_emulator)
 console = Console()

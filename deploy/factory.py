@@ -14,6 +14,7 @@ from fastapi import APIRouter
 from sqlalchemy import Engine, text
 
 from alarms.factory import build_service as build_alarm_service
+from config_db.monitoring import retention_classes
 from hmi_api.auth import Authenticator, ensure_initial_admin
 from hmi_api.graphql.context import HmiServices
 from hmi_api.live import LiveFeeds
@@ -131,6 +132,7 @@ async def open_platform(settings: Settings, *, clock: Clock | None = None) -> Pl
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     redis = open_redis(settings.redis_url)
     archive = build_archive(settings)
+    archive.register_points(retention_classes())  # the configured monitoring points (config_db defaults)
     await archive.open()
     engine = make_engine(settings.effective_sql_url)
     await asyncio.to_thread(upgrade, engine)

@@ -20,6 +20,7 @@ async def test_embedded_platform_is_healthy(tmp_path: Path) -> None:
     try:
         assert isinstance(platform.archive, SqliteArchive)
         assert platform.mode == "embedded"
+        assert "lasilla.asm.wind_speed" in platform.archive.known_points()
         report = await platform.health()
         assert report["status"] == "ok"
         assert report["components"] == {"bus": "ok", "archive": "ok", "opdb": "ok"}
