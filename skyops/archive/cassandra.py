@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -26,8 +25,8 @@ from skyops.archive.port import (
     LogQuery,
     RetentionClass,
     day_range,
-    hours_between,
-    log_record_id,
+    decode_cursor,
+    log_id_of,
     page_logs,
 )
 from skyops.archive.sqlite import _AGG_COLS, aggregates_from_rows, alarm_from_row, latest_sample, log_from_row
@@ -138,6 +137,10 @@ class CassandraArchive(Archive):
         )
         s.execute(f"CREATE TABLE IF NOT EXISTS {ks}.log_sources (bucket int, source text, "
                   f"PRIMARY KEY (bucket, source))")
+        # Which (source, hour) log partitions exist: a search over weeks visits only those.
+        s.execute(f"CREATE TABLE IF NOT EXISTS {ks}.log_hours (source text, hour bigint, PRIMARY KEY (source, hour))")
+        # SAI on level: a WARNING+ search reads only matching rows of each partition it visits.
+        s.execute(f"CREATE CUSTOM INDEX IF NOT EXISTS logs_level ON {ks}.logs (level) USING 'StorageAttachedIndex'")
         alarm_cols = ("ts_us bigint, seq bigint, action text, severity int, latched int, state text, "
                       "acked boolean, user text, comment text, reason text, attributes map<text, text>")
         s.execute(
@@ -181,11 +184,16 @@ class CassandraArchive(Archive):
                       f"attributes, trace_id, ob_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)")
         q["log_src_w"] = f"INSERT INTO {ks}.log_sources (bucket, source) VALUES (0, ?)"
         q["log_src_r"] = f"SELECT source FROM {ks}.log_sources WHERE bucket = 0"
+        q["log_hour_w"] = f"INSERT INTO {ks}.log_hours (source, hour) VALUES (?, ?)"
+        q["log_hour_r"] = f"SELECT hour FROM {ks}.log_hours WHERE source = ? AND hour >= ? AND hour <= ?"
         log_cols = "ts_us, id, level, source, component, host, message, attributes, trace_id, ob_id"
         q["log_r_desc"] = (f"SELECT {log_cols} FROM {ks}.logs WHERE source = ? AND hour = ? AND shard = ? "
                            f"AND ts_us >= ? AND ts_us < ? ORDER BY ts_us DESC, id DESC")
         q["log_r_asc"] = (f"SELECT {log_cols} FROM {ks}.logs WHERE source = ? AND hour = ? AND shard = ? "
                           f"AND ts_us >= ? AND ts_us < ? ORDER BY ts_us ASC, id ASC")
+        # Index queries cannot ORDER BY; rows come in clustering order (newest first) and are sorted here.
+        q["log_r_level"] = (f"SELECT {log_cols} FROM {ks}.logs WHERE source = ? AND hour = ? AND shard = ? "
+                            f"AND ts_us >= ? AND ts_us < ? AND level >= ?")
         acols = "ts_us, seq, action, severity, latched, state, acked, user, comment, reason, attributes"
         q["alarm_w_id"] = (f"INSERT INTO {ks}.alarm_history_by_alarm (alarm_id, year, {acols}) "
                            f"VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)")
@@ -331,41 +339,90 @@ class CassandraArchive(Archive):
     # --- logs ---------------------------------------------------------------------------------
     async def write_logs(self, records: Sequence[LogRecord]) -> None:
         rows = []
-        sources = set()
+        partitions = set()
         for r in records:
-            rid = log_record_id(r)
-            sources.add(r.source)
-            rows.append((r.source, r.ts_us // HOUR_US, rid % LOG_SHARDS, r.ts_us, rid, r.level, r.component,
+            ts = r.ts_us
+            rid = log_id_of(ts, r.source, r.component, r.host, r.level, r.message)
+            hour = ts // HOUR_US
+            partitions.add((r.source, hour))
+            rows.append((r.source, hour, rid % LOG_SHARDS, ts, rid, r.level, r.component,
                          r.host, r.message, dict(r.attributes), r.trace_id, r.ob_id))
-        await self._run_all("log_src_w", [(s,) for s in sorted(sources)])
-        await self._run_all("log_w", rows)
+        # The directories first: a record is never stored where a search would not look for it.
+        await asyncio.gather(self._run_all("log_src_w", [(s,) for s in sorted({s for s, _ in partitions})]),
+                             self._run_all("log_hour_w", sorted(partitions)))
+        await self._run_by_partition("log_w", rows, key_len=3)
+
+    async def rebuild_log_directory(self) -> int:
+        """Re-list every (source, hour) that holds logs, e.g. for logs written before `log_hours` existed.
+
+        A full scan of the logs table's partition keys: an administrator's one-off, not a routine call.
+        """
+        keys = await self._run(f"SELECT DISTINCT source, hour, shard FROM {self.keyspace}.logs", ())
+        partitions = sorted({(r[0], r[1]) for r in keys})
+        await asyncio.gather(self._run_all("log_src_w", [(s,) for s in sorted({s for s, _ in partitions})]),
+                             self._run_all("log_hour_w", partitions))
+        return len(partitions)
 
     async def log_sources(self) -> list[str]:
         return sorted(r[0] for r in await self._run(self._ps["log_src_r"], ()))
 
+    async def _log_partitions(self, sources: Sequence[str], s: int, e: int) -> dict[int, list[str]]:
+        """The hours in [s, e) that hold logs, each with the sources that logged in it."""
+        first, last = s // HOUR_US, (e - 1) // HOUR_US
+        found = await asyncio.gather(*(self._run(self._ps["log_hour_r"], (src, first, last)) for src in sources))
+        by_hour: dict[int, list[str]] = {}
+        for src, rows in zip(sources, found, strict=True):
+            for r in rows:
+                by_hour.setdefault(r[0], []).append(src)
+        return by_hour
+
+    async def _read_log_hour(self, hour: int, sources: Sequence[str], s: int, e: int,
+                             query: LogQuery) -> list[tuple[int, int, LogRecord]]:
+        lo, hi = max(s, hour * HOUR_US), min(e, (hour + 1) * HOUR_US)
+        extra: tuple[int, ...] = ()
+        if query.min_level > logging.DEBUG:
+            ps, extra = self._ps["log_r_level"], (query.min_level,)
+        else:
+            ps = self._ps["log_r_desc" if query.newest_first else "log_r_asc"]
+        pages = await asyncio.gather(
+            *(self._run(ps, (src, hour, shard, lo, hi, *extra)) for src in sources for shard in range(LOG_SHARDS))
+        )
+        # Filter on the raw columns (level, source, component, host, message) before building records.
+        match = query.matches_fields
+        rows = [(r[0], r[1], log_from_row(r)) for page in pages for r in page
+                if match(r[2], r[3], r[4] or "", r[5] or "", r[6])]
+        rows.sort(key=lambda x: (x[0], x[1]), reverse=query.newest_first)
+        return rows
+
     async def query_logs(self, query: LogQuery) -> LogPage:
         s, e = to_us(query.start), to_us(query.end)
+        if query.cursor is not None:
+            # Nothing on the far side of the cursor can be on this page: skip those hours entirely.
+            ts, _ = decode_cursor(query.cursor)
+            if query.newest_first:
+                e = min(e, ts + 1)
+            else:
+                s = max(s, ts)
+            if e <= s:
+                return LogPage(records=[], next_cursor=None)
         sources = list(query.sources) if query.sources is not None else await self.log_sources()
-        hours = list(hours_between(s, e))
-        if query.newest_first:
-            hours.reverse()
-        ps = self._ps["log_r_desc" if query.newest_first else "log_r_asc"]
-        # Walk hour by hour in the query's order; within an hour merge every source and shard.
-        # Stop as soon as a page is full, so a narrow search never scans the whole range.
+        by_hour = await self._log_partitions(sources, s, e)
+        hours = sorted(by_hour, reverse=query.newest_first)
+        # A few hours at a time, in the query's order; stop as soon as a page is full, so a narrow
+        # search never scans the whole range while a sparse one is not one round trip per hour.
         collected: list[tuple[int, int, LogRecord]] = []
-        for hour in hours:
-            lo, hi = max(s, hour * HOUR_US), min(e, (hour + 1) * HOUR_US)
-            pages = await asyncio.gather(
-                *(self._run(ps, (src, hour, shard, lo, hi)) for src in sources for shard in range(LOG_SHARDS))
+        i, window = 0, 2
+        while i < len(hours):
+            parts = await asyncio.gather(
+                *(self._read_log_hour(h, by_hour[h], s, e, query) for h in hours[i : i + window])
             )
-            streams: list[Iterator[tuple[int, int, LogRecord]]] = [
-                ((r[0], r[1], log_from_row(r)) for r in page) for page in pages if page
-            ]
-            merged = heapq.merge(*streams, key=lambda x: (x[0], x[1]), reverse=query.newest_first)
-            collected.extend(x for x in merged if query.matches(x[2]))
+            for part in parts:
+                collected.extend(part)
             page = page_logs(collected, query)
             if len(page.records) >= query.limit and page.next_cursor is not None:
                 return page
+            # A search that has not filled its page yet is a sparse one: widen the next step.
+            i, window = i + window, min(window * 2, 32)
         return page_logs(collected, query)
 
     # --- alarms -------------------------------------------------------------------------------

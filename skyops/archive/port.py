@@ -61,11 +61,14 @@ AGGREGATE_TTL = {Resolution.MINUTE: timedelta(days=400), Resolution.HOUR: None}
 
 def log_record_id(r: LogRecord) -> int:
     """A content digest: a replayed log record lands on its own row instead of a new one."""
-    h = hashlib.blake2b(digest_size=8)
-    for part in (str(r.ts_us), r.source, r.component, r.host, str(r.level), r.message):
-        h.update(part.encode("utf-8", "surrogatepass"))
-        h.update(b"\x1f")
-    return int.from_bytes(h.digest(), "little", signed=True)
+    return log_id_of(r.ts_us, r.source, r.component, r.host, r.level, r.message)
+
+
+def log_id_of(ts_us: int, source: str, component: str, host: str, level: int, message: str) -> int:
+    """`log_record_id` from the fields (each followed by 0x1f, hashed in one call: same digest, less work)."""
+    text = f"{ts_us}\x1f{source}\x1f{component}\x1f{host}\x1f{level}\x1f{message}\x1f"
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
 
 
 @dataclass(frozen=True)
@@ -99,17 +102,21 @@ class LogQuery:
             decode_cursor(self.cursor)
 
     def matches(self, r: LogRecord) -> bool:
-        if r.level < self.min_level:
+        return self.matches_fields(r.level, r.source, r.component, r.host, r.message)
+
+    def matches_fields(self, level: int, source: str, component: str, host: str, message: str) -> bool:
+        """`matches` on raw column values, so adapters can drop rows before building records."""
+        if level < self.min_level:
             return False
-        if self.sources is not None and r.source not in self.sources:
+        if self.sources is not None and source not in self.sources:
             return False
-        if self.hosts is not None and r.host not in self.hosts:
+        if self.hosts is not None and host not in self.hosts:
             return False
-        if self.components is not None and r.component not in self.components:
+        if self.components is not None and component not in self.components:
             return False
-        if self.text is not None and self.text.lower() not in r.message.lower():
+        if self.text is not None and self.text.lower() not in message.lower():
             return False
-        return self._pattern is None or self._pattern.search(r.message) is not None
+        return self._pattern is None or self._pattern.search(message) is not None
 
 
 def encode_cursor(ts_us: int, rid: int) -> str:

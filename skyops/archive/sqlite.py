@@ -27,7 +27,7 @@ from skyops.archive.port import (
     RetentionClass,
     day_range,
     decode_cursor,
-    log_record_id,
+    log_id_of,
     page_logs,
 )
 from skyops.records import AlarmEvent, LogRecord, Quality, Sample, ValueKind
@@ -227,11 +227,16 @@ class SqliteArchive(Archive):
     async def write_logs(self, records: Sequence[LogRecord]) -> None:
         rows = []
         for r in records:
-            rid = log_record_id(r)
-            rows.append((r.source, r.ts_us // HOUR_US, rid % LOG_SHARDS, r.ts_us, rid, r.level, r.component,
-                         r.host, r.message, json.dumps(r.attributes, ensure_ascii=False), r.trace_id, r.ob_id))
+            ts = r.ts_us
+            rid = log_id_of(ts, r.source, r.component, r.host, r.level, r.message)
+            attrs = json.dumps(r.attributes, ensure_ascii=False) if r.attributes else "{}"
+            rows.append((r.source, ts // HOUR_US, rid % LOG_SHARDS, ts, rid, r.level, r.component,
+                         r.host, r.message, attrs, r.trace_id, r.ob_id))
 
         def write(db: sqlite3.Connection) -> None:
+            # The connection autocommits (isolation_level=None): without BEGIN every row would be its
+            # own transaction, about 8x slower.
+            db.execute("BEGIN")
             with db:
                 db.executemany("INSERT OR REPLACE INTO logs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
 

@@ -1,0 +1,1 @@
+"""The logging service's pure core: record formats, intake parsing and priority filters (no I/O)."""
