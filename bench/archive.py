@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 import tempfile
@@ -16,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Result, p, print_table, ratio, timed_async, write_results
+from bench.common import RESULTS_DIR, Result, p, print_table, ratio, timed_async, write_results
 from skyops.archive.binning import aggregate, plan_bins, to_bins
 from skyops.archive.cassandra import CassandraArchive
 from skyops.archive.port import Archive
@@ -177,6 +178,13 @@ async def main() -> None:
                 await cass.drop_keyspace()
                 await cass.close()
         results.extend(r)
+    # A run of some adapters keeps the other adapters' rows from the previous run in the results file.
+    previous = RESULTS_DIR / "archive.json"
+    if previous.exists():
+        ran = {label + ":" for label in args.adapters.split(",")}
+        kept = [Result(**r) for r in json.loads(previous.read_text())["results"]
+                if not any(r["name"].startswith(prefix) for prefix in ran)]
+        results = kept + results
     print_table("archive benchmark", results)
     path = write_results("archive", results, {"dataset": {
         "points": args.points, "samples_per_point": args.per_point, "point_day": 86_400,

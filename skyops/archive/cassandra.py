@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import zlib
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -47,6 +48,14 @@ _AGG_DEFS = ", ".join(
 
 # A day of 1-minute aggregate rows is 1,440; batches stay well under the node's size thresholds.
 MAX_BATCH_ROWS = 100
+
+
+LATEST_BUCKETS = 64
+
+
+def latest_bucket(point: str) -> int:
+    """A stable bucket for a point (Python's hash() changes between processes, so it is not used)."""
+    return zlib.crc32(point.encode()) % LATEST_BUCKETS
 
 
 def _year(us: int) -> int:
@@ -127,8 +136,10 @@ class CassandraArchive(Archive):
                   f"PRIMARY KEY ((point, day), bucket_us)) WITH compaction = {TWCS}")
         s.execute(f"CREATE TABLE IF NOT EXISTS {ks}.agg_1h (point text, year int, bucket_us bigint, {_AGG_DEFS}, "
                   f"PRIMARY KEY ((point, year), bucket_us))")
-        s.execute(f"CREATE TABLE IF NOT EXISTS {ks}.latest (point text PRIMARY KEY, ts_us bigint, kind tinyint, "
-                  f"bits bigint, quality tinyint, str text)")
+        # Latest values live in LATEST_BUCKETS partitions (by a stable hash of the point), so one write round
+        # is a few single-partition batches instead of one request per point.
+        s.execute(f"CREATE TABLE IF NOT EXISTS {ks}.latest_points (bucket int, point text, ts_us bigint, "
+                  f"kind tinyint, bits bigint, quality tinyint, str text, PRIMARY KEY ((bucket), point))")
         s.execute(
             f"CREATE TABLE IF NOT EXISTS {ks}.logs (source text, hour bigint, shard tinyint, ts_us bigint, "
             f"id bigint, level int, component text, host text, message text, attributes map<text, text>, "
@@ -176,10 +187,12 @@ class CassandraArchive(Archive):
                          f"AND bucket_us >= ? AND bucket_us < ?")
         # USING TIMESTAMP = the sample's own time: Cassandra's last-write-wins keeps the newest sample
         # whatever order dispatchers write in, and a replay cannot move `latest` backwards.
-        q["latest_w"] = (f"INSERT INTO {ks}.latest (point, ts_us, kind, bits, quality, str) VALUES (?,?,?,?,?,?) "
-                         f"USING TIMESTAMP ?")
-        q["latest_r"] = f"SELECT point, ts_us, kind, bits, quality, str FROM {ks}.latest WHERE point = ?"
-        q["latest_all"] = f"SELECT point, ts_us, kind, bits, quality, str FROM {ks}.latest"
+        q["latest_w"] = (f"INSERT INTO {ks}.latest_points (bucket, point, ts_us, kind, bits, quality, str) "
+                         f"VALUES (?,?,?,?,?,?,?) USING TIMESTAMP ?")
+        q["latest_r"] = (f"SELECT point, ts_us, kind, bits, quality, str FROM {ks}.latest_points "
+                         f"WHERE bucket = ? AND point = ?")
+        q["latest_bucket"] = (f"SELECT point, ts_us, kind, bits, quality, str FROM {ks}.latest_points "
+                              f"WHERE bucket = ?")
         q["log_w"] = (f"INSERT INTO {ks}.logs (source, hour, shard, ts_us, id, level, component, host, message, "
                       f"attributes, trace_id, ob_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)")
         q["log_src_w"] = f"INSERT INTO {ks}.log_sources (bucket, source) VALUES (0, ?)"
@@ -304,14 +317,16 @@ class CassandraArchive(Archive):
         ]
 
     async def _write_latest(self, latest: Sequence[LatestRow]) -> None:
-        await self._run_all("latest_w", [(*row, row[1]) for row in latest])
+        # USING TIMESTAMP = the sample's time, per row, also inside a batch: the newest sample still wins.
+        rows = [(latest_bucket(row[0]), *row, row[1]) for row in latest]
+        await self._run_by_partition("latest_w", rows, key_len=1)
 
     async def _read_latest(self, points: Sequence[str] | None) -> list[Sample]:
         if points is None:
-            rows = await self._run(self._ps["latest_all"], ())
+            pages = await asyncio.gather(*(self._run(self._ps["latest_bucket"], (b,)) for b in range(LATEST_BUCKETS)))
         else:
-            pages = await asyncio.gather(*(self._run(self._ps["latest_r"], (p,)) for p in points))
-            rows = [r for page in pages for r in page]
+            pages = await asyncio.gather(*(self._run(self._ps["latest_r"], (latest_bucket(p), p)) for p in points))
+        rows = [r for page in pages for r in page]
         return [latest_sample(*r) for r in rows if r[1] is not None]
 
     async def _write_aggregates(self, res: Resolution, point: str, rows: Aggregates) -> None:
