@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import datetime, timedelta
 
 import strawberry
 from pydantic import SecretStr, ValidationError
 from strawberry.types import Info
 
+from alarms.api import AlarmService
 from hmi_api.auth import AuthError
 from hmi_api.graphql.context import HmiContext
 from hmi_api.graphql.convert import alarm, alarm_entries, live_value, log_entry, night_plan, point_value, time_series
@@ -36,6 +37,27 @@ from skyops.opdb.users import UserCreate, UserUpdate
 from skyops.records import parse_level
 
 Ctx = Info[HmiContext, None]
+
+
+async def _alarm_action(
+    info: Ctx,
+    permission: str,
+    alarm_id: str,
+    comment: str,
+    act: Callable[[AlarmService, str], Awaitable[object]],
+    *,
+    audit_action: str | None = None,
+    **details: str,
+) -> Alarm:
+    """Check the role, have the alarm supervisor act (it refuses with the reason), audit, return the new state."""
+    ctx = info.context
+    user = await ctx.allowed(permission)
+    service = ctx.alarm_service()
+    result = await act(service, user.username)
+    if isinstance(result, datetime):  # shelving answers with the expiry it set
+        details["until"] = result.isoformat()
+    await ctx.audit(audit_action or permission, alarm=alarm_id, comment=comment, **details)
+    return alarm(await service.alarm(alarm_id))
 
 
 def _tuple(values: list[str] | None) -> tuple[str, ...] | None:
@@ -189,41 +211,25 @@ class Mutation:
 
     @strawberry.mutation(description="Acknowledge an alarm; refused if its severity rose above `seenSeverity`")
     async def ack_alarm(self, info: Ctx, alarm_id: str, comment: str, seen_severity: str | None = None) -> Alarm:
-        ctx = info.context
-        user = await ctx.allowed("alarm.ack")
-        service = ctx.alarm_service()
-        await service.ack(alarm_id, user=user.username, comment=comment, seen=seen_severity)
-        await ctx.audit("alarm.ack", alarm=alarm_id, comment=comment)
-        return alarm(await service.alarm(alarm_id))
+        return await _alarm_action(info, "alarm.ack", alarm_id, comment, lambda s, user: s.ack(
+            alarm_id, user=user, comment=comment, seen=seen_severity))
 
     @strawberry.mutation(description="Shelve an alarm for some hours (an expiry is mandatory)")
     async def shelve_alarm(self, info: Ctx, alarm_id: str, comment: str, hours: float) -> Alarm:
-        ctx = info.context
-        user = await ctx.allowed("alarm.shelve")
         if not 0 < hours <= 24 * 7:
             raise ValueError("hours must be more than 0 and at most 168")
-        service = ctx.alarm_service()
-        until = await service.shelve(alarm_id, user=user.username, comment=comment, duration=timedelta(hours=hours))
-        await ctx.audit("alarm.shelve", alarm=alarm_id, comment=comment, until=until.isoformat())
-        return alarm(await service.alarm(alarm_id))
+        return await _alarm_action(info, "alarm.shelve", alarm_id, comment, lambda s, user: s.shelve(
+            alarm_id, user=user, comment=comment, duration=timedelta(hours=hours)))
 
     @strawberry.mutation(description="Put a shelved alarm back in service")
     async def unshelve_alarm(self, info: Ctx, alarm_id: str, comment: str) -> Alarm:
-        ctx = info.context
-        user = await ctx.allowed("alarm.shelve")
-        service = ctx.alarm_service()
-        await service.unshelve(alarm_id, user=user.username, comment=comment)
-        await ctx.audit("alarm.unshelve", alarm=alarm_id, comment=comment)
-        return alarm(await service.alarm(alarm_id))
+        return await _alarm_action(info, "alarm.shelve", alarm_id, comment, lambda s, user: s.unshelve(
+            alarm_id, user=user, comment=comment), audit_action="alarm.unshelve")
 
     @strawberry.mutation(description="Add a comment to an alarm's history")
     async def comment_alarm(self, info: Ctx, alarm_id: str, comment: str) -> Alarm:
-        ctx = info.context
-        user = await ctx.allowed("alarm.comment")
-        service = ctx.alarm_service()
-        await service.comment(alarm_id, user=user.username, comment=comment)
-        await ctx.audit("alarm.comment", alarm=alarm_id, comment=comment)
-        return alarm(await service.alarm(alarm_id))
+        return await _alarm_action(info, "alarm.comment", alarm_id, comment, lambda s, user: s.comment(
+            alarm_id, user=user, comment=comment))
 
     @strawberry.mutation(description="Set how long logins last, in hours (administrators)")
     async def set_session_duration(self, info: Ctx, hours: float) -> float:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, inspect, make_url, select, text
+from sqlalchemy import Engine, inspect, select, text
 from sqlalchemy.exc import IntegrityError, StatementError
 
 from hmi_api import models as _hmi_models  # noqa: F401  (its tables join Base.metadata for the drift test)
@@ -31,6 +30,7 @@ from skyops.opdb import (
     upgrade,
 )
 from skyops.opdb.engine import alembic_config
+from tests.support.opdb import postgres_schema_engine
 from ves_sync import models as _ves_sync_models  # noqa: F401  (its tables join Base.metadata for the drift test)
 
 T0 = datetime(2025, 3, 14, 23, 59, 58, 123456, tzinfo=UTC)
@@ -42,14 +42,6 @@ BACKENDS = [
 ]
 
 
-@pytest.fixture(scope="session")
-def pg_admin(postgres_url: str) -> Iterator[Engine]:
-    """An engine on the test database's default schema, used only to make and drop per-test schemas."""
-    engine = make_engine(postgres_url)
-    yield engine
-    engine.dispose()
-
-
 @pytest.fixture(params=BACKENDS)
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     """An engine on an empty database (never migrated) of the requested backend."""
@@ -59,21 +51,8 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
         sqlite_engine.dispose()
         return
 
-    admin: Engine = request.getfixturevalue("pg_admin")
-    schema = f"t_{uuid.uuid4().hex[:20]}"
-    with admin.begin() as connection:
-        connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    # A far-from-UTC session TimeZone proves that times are converted on the way out, not just passed on.
-    url = make_url(admin.url.render_as_string(hide_password=False)).update_query_dict(
-        {"options": f"-csearch_path={schema} -cTimeZone=America/Santiago"}
-    )
-    pg_engine = make_engine(url.render_as_string(hide_password=False))
-    try:
+    with postgres_schema_engine(request.getfixturevalue("postgres_url")) as pg_engine:
         yield pg_engine
-    finally:
-        pg_engine.dispose()
-        with admin.begin() as connection:
-            connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,7 +10,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from pydantic import ValidationError
-from sqlalchemy import Engine, inspect, make_url, text
+from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 
 from planner.config import load_site
@@ -30,6 +29,7 @@ from planner.store import (
 from skyops.errors import ConflictError, NotFoundError
 from skyops.opdb import make_engine, make_sessionmaker, upgrade
 from skyops.opdb.models import Base
+from tests.support.opdb import postgres_schema_engine
 
 T0 = datetime(2025, 3, 14, 18, 30, tzinfo=UTC)
 
@@ -46,22 +46,8 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
         yield sqlite_engine
         sqlite_engine.dispose()
         return
-    admin = make_engine(request.getfixturevalue("postgres_url"))
-    schema = f"t_{uuid.uuid4().hex[:20]}"
-    with admin.begin() as connection:
-        connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    # A far-from-UTC session TimeZone proves times are converted on the way out.
-    url = make_url(admin.url.render_as_string(hide_password=False)).update_query_dict(
-        {"options": f"-csearch_path={schema} -cTimeZone=America/Santiago"}
-    )
-    pg_engine = make_engine(url.render_as_string(hide_password=False))
-    try:
+    with postgres_schema_engine(request.getfixturevalue("postgres_url")) as pg_engine:
         yield pg_engine
-    finally:
-        pg_engine.dispose()
-        with admin.begin() as connection:
-            connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.dispose()
 
 
 @pytest.fixture

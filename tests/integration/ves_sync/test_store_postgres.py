@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import make_url
 
-from skyops.opdb import make_engine, make_sessionmaker, upgrade
+from skyops.opdb import make_sessionmaker, upgrade
+from tests.support.opdb import postgres_schema_engine
 from tests.unit.ves_sync.builders import DUSK, block, plan, wind_trigger
 from ves_sync.domain.ves import change_for
 from ves_sync.store import VesSyncStore
@@ -19,23 +18,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def store(postgres_url: str) -> Iterator[VesSyncStore]:
-    admin = make_engine(postgres_url)
-    schema = f"t_ves_{uuid.uuid4().hex[:16]}"
-    with admin.begin() as connection:
-        connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    # A session TimeZone far from UTC proves times come back as the same instant.
-    url = make_url(admin.url.render_as_string(hide_password=False)).update_query_dict(
-        {"options": f"-csearch_path={schema} -cTimeZone=America/Santiago"}
-    )
-    engine = make_engine(url.render_as_string(hide_password=False))
-    try:
+    with postgres_schema_engine(postgres_url) as engine:
         upgrade(engine)
         yield VesSyncStore(make_sessionmaker(engine))
-    finally:
-        engine.dispose()
-        with admin.begin() as connection:
-            connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.dispose()
 
 
 def test_links_nights_and_history_round_trip(store: VesSyncStore) -> None:

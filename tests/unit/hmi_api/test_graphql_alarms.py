@@ -86,6 +86,8 @@ def test_operator_acks_shelves_and_comments(running: Running) -> None:
     q(running, 'mutation { unshelveAlarm(alarmId: "Humidity.ASM:1", comment: "dry") { status } }', "otto")
     q(running, 'mutation { commentAlarm(alarmId: "Humidity.ASM:1", comment: "dome closed 03:01") { status } }',
       "sam")
+    shelve_audit = [details for _, action, details in running.hmi.audited if action == "alarm.shelve"]
+    assert shelve_audit[0]["until"] == shelved["shelvedUntil"].replace("Z", "+00:00")
     actions = [(user, action) for user, action, _ in running.hmi.audited if action.startswith("alarm.")]
     assert actions == [("otto", "alarm.ack"), ("otto", "alarm.shelve"), ("otto", "alarm.unshelve"),
                        ("sam", "alarm.comment")]
