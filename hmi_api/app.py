@@ -23,6 +23,14 @@ HealthProbe = Callable[[], Awaitable[dict[str, Any]]]
 WEB_DIR = Path(__file__).with_name("web")
 
 
+async def _refresh_metrics(metrics: Metrics, services: HmiServices, stop: asyncio.Event,
+                           interval_s: float = 5.0) -> None:
+    while not stop.is_set():
+        await metrics.refresh(services)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_s)
+
+
 def create_app(
     *,
     health: HealthProbe,
@@ -32,26 +40,29 @@ def create_app(
     title: str = "skyops",
 ) -> FastAPI:
     """Build the app around collaborators supplied by the composition root (hmi_api never opens backends)."""
+    registry: Metrics = metrics or (services.metrics if services is not None else Metrics())
+
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        live = services.live if services is not None else None
-        if live is None:
+        if services is None:
             yield
             return
         stop = asyncio.Event()
-        await live.start_positions()
-        task = asyncio.create_task(live.run(stop), name="hmi-live-feeds")
+        tasks = [asyncio.create_task(_refresh_metrics(registry, services, stop), name="hmi-metrics")]
+        if services.live is not None:
+            await services.live.start_positions()
+            tasks.append(asyncio.create_task(services.live.run(stop), name="hmi-live-feeds"))
         try:
             yield
         finally:
             stop.set()
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     app = FastAPI(title=title, summary="Operations platform for a remotely operated telescope", lifespan=lifespan)
-    metrics = metrics or (services.metrics if services is not None else Metrics())
-    app.state.metrics = metrics
+    app.state.metrics = registry
 
     @app.get("/health", tags=["ops"], summary="Whether every backend answers")
     async def get_health() -> JSONResponse:
@@ -60,7 +71,7 @@ def create_app(
 
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics")
     async def get_metrics() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(registry.registry), media_type=CONTENT_TYPE_LATEST)
 
     if marshall is not None:
         app.include_router(marshall)

@@ -107,3 +107,17 @@ def test_science_users_may_not_act_on_alarms(running: Running, mutation: str) ->
 def test_unknown_alarm_is_reported(running: Running) -> None:
     out = q(running, 'mutation { ackAlarm(alarmId: "Nope.X:1", comment: "x") { status } }', "otto")
     assert "no alarm named" in out["errors"][0]["message"]
+
+
+def test_metrics_report_streams_lags_subscriptions_and_alarms(running: Running) -> None:
+    from hmi_api.live import LiveFeeds
+
+    running.hmi.services.live = LiveFeeds.on(running.bus, block_ms=50)
+    running.humidity(95.0, 1)
+    metrics = running.hmi.services.metrics
+    running.client.portal.call(metrics.refresh, running.hmi.services)
+    text = running.client.get("/metrics").text
+    assert 'skyops_stream_length{stream="mon.samples"} 1.0' in text
+    assert 'skyops_stream_lag{group="alarms",stream="mon.samples"} 0.0' in text
+    assert 'skyops_alarms_active{severity="CRITICAL"} 1.0' in text
+    assert 'skyops_hmi_live_subscriptions{feed="alarms"} 0.0' in text
