@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -37,6 +38,19 @@ T = TypeVar("T")
 _AGG_COLS = ("count", "bad_count", "vmin", "vmax", "vsum", "vsumsq", "first_us", "first", "last_us", "last")
 _FLOAT_COLS = {"vmin", "vmax", "vsum", "vsumsq", "first", "last"}
 NO_EXPIRY = 2**62
+
+
+@contextlib.contextmanager
+def transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """One transaction around a write. The connection autocommits (isolation_level=None), so without an
+    explicit BEGIN every row of an executemany would be its own commit, several times slower."""
+    db.execute("BEGIN")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 def _year_of(us: int) -> int:
@@ -131,7 +145,7 @@ class SqliteArchive(Archive):
         ]
 
         def write(db: sqlite3.Connection) -> None:
-            with db:
+            with transaction(db):
                 db.executemany(f"INSERT OR REPLACE INTO samples_{cls.name} VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
 
         await self._call(write)
@@ -159,7 +173,7 @@ class SqliteArchive(Archive):
         rows = list(latest)
 
         def write(db: sqlite3.Connection) -> None:
-            with db:
+            with transaction(db):
                 db.executemany(
                     "INSERT INTO latest VALUES (?,?,?,?,?,?) ON CONFLICT (point) DO UPDATE SET "
                     "ts_us=excluded.ts_us, kind=excluded.kind, bits=excluded.bits, quality=excluded.quality, "
@@ -193,7 +207,7 @@ class SqliteArchive(Archive):
         marks = ",".join("?" * (len(_AGG_COLS) + 4))
 
         def write(db: sqlite3.Connection) -> None:
-            with db:
+            with transaction(db):
                 db.executemany(f"INSERT OR REPLACE INTO agg_{res.value} VALUES ({marks})", data)
 
         await self._call(write)
@@ -216,7 +230,7 @@ class SqliteArchive(Archive):
 
         def purge(db: sqlite3.Connection) -> int:
             n = 0
-            with db:
+            with transaction(db):
                 for name in [f"samples_{c}" for c in self.retention] + ["agg_1m", "agg_1h"]:
                     n += db.execute(f"DELETE FROM {name} WHERE expires_us < ?", (now_us,)).rowcount
             return n
@@ -234,10 +248,7 @@ class SqliteArchive(Archive):
                          r.host, r.message, attrs, r.trace_id, r.ob_id))
 
         def write(db: sqlite3.Connection) -> None:
-            # The connection autocommits (isolation_level=None): without BEGIN every row would be its
-            # own transaction, about 8x slower.
-            db.execute("BEGIN")
-            with db:
+            with transaction(db):
                 db.executemany("INSERT OR REPLACE INTO logs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
 
         await self._call(write)
@@ -279,7 +290,7 @@ class SqliteArchive(Archive):
         ]
 
         def write(db: sqlite3.Connection) -> None:
-            with db:
+            with transaction(db):
                 db.executemany("INSERT OR REPLACE INTO alarm_history VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
 
         await self._call(write)
