@@ -13,8 +13,9 @@ from rich.console import Console
 
 from alarms import cli as alarms_cli
 from collectors import cli as collectors_cli
-from deploy.factory import build_hmi_services, build_marshall, open_platform
+from deploy.factory import build_hmi_services, build_log_intake, build_marshall, open_platform
 from hmi_api.app import create_app
+from logging_svc import cli as logging_cli
 from planner import cli as planner_cli
 from skyops.settings import Settings
 from ves_sync import cli as ves_cli
@@ -27,6 +28,7 @@ app.add_typer(alarms_cli.app, name="alarms")
 app.command("ack", help="Acknowledge an alarm (same as `skyops alarms ack`).")(alarms_cli.ack)
 app.command("plan")(planner_cli.plan)
 app.command("points")(collectors_cli.points_cmd)
+app.command("logs")(logging_cli.logs)
 app.command("history")(collectors_cli.history_cmd)
 app.command("report")(planner_cli.report)
 run_app.command("p2-emulator")(ves_cli.p2_emulator)
@@ -52,7 +54,8 @@ async def _serve(settings: Settings, host: str, port: int) -> None:
         if admin_password is not None:
             console.print(f"[bold yellow]first start:[/] log in as [bold]admin[/] with password "
                           f"[bold]{admin_password}[/] (shown once; change it)")
-        api = create_app(health=platform.health, services=services, marshall=build_marshall(platform))
+        api = create_app(health=platform.health, services=services, marshall=build_marshall(platform),
+                         log_intake=build_log_intake(platform))
         server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="info"))
         console.print(f"[bold green]skyops up[/] ({platform.mode}) — health at http://{host}:{port}/health")
         await server.serve()

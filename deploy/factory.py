@@ -14,11 +14,14 @@ from fastapi import APIRouter
 from sqlalchemy import Engine, text
 
 from alarms.factory import build_service as build_alarm_service
+from config_db.logging import load_logging_config
 from config_db.monitoring import retention_classes
 from hmi_api.auth import Authenticator, ensure_initial_admin
 from hmi_api.graphql.context import HmiServices
 from hmi_api.live import LiveFeeds
 from hmi_api.marshall import marshall_router
+from logging_svc.http_intake import HttpIntake
+from logging_svc.http_intake import make_router as make_log_router
 from planner.config import load_site
 from planner.marshall import MarshallApi
 from planner.store import ObStore
@@ -106,6 +109,13 @@ def build_marshall(platform: Platform) -> APIRouter | None:
         return None
     store = ObStore(make_sessionmaker(platform.engine), site=load_site())
     return marshall_router(MarshallApi(store, platform.clock), keys)
+
+
+def build_log_intake(platform: Platform) -> APIRouter:
+    """The HTTP log intake (JSON lines, a key per source from config_db) for the HMI app to mount."""
+    config = load_logging_config()
+    intake = HttpIntake(platform.bus, config.http, retention=config.retention, clock=platform.clock)
+    return make_log_router(intake)
 
 
 def _ping_sql(engine: Engine) -> None:

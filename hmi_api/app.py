@@ -37,6 +37,7 @@ def create_app(
     services: HmiServices | None = None,
     metrics: Metrics | None = None,
     marshall: APIRouter | None = None,
+    log_intake: APIRouter | None = None,
     title: str = "skyops",
 ) -> FastAPI:
     """Build the app around collaborators supplied by the composition root (hmi_api never opens backends)."""
@@ -73,6 +74,8 @@ def create_app(
     async def get_metrics() -> Response:
         return Response(generate_latest(registry.registry), media_type=CONTENT_TYPE_LATEST)
 
+    if log_intake is not None:
+        app.include_router(log_intake, prefix="/intake")  # POST /intake/logs, JSON lines, key per source
     if marshall is not None:
         app.include_router(marshall)
         install_marshall_errors(app)

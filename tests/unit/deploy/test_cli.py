@@ -9,7 +9,7 @@ from deploy.cli import app
 
 def test_top_level_commands_are_mounted() -> None:
     out = CliRunner().invoke(app, ["--help"]).output
-    for command in ("up", "run", "ves", "version", "alarms", "ack", "plan", "report", "points", "history"):
+    for command in ("up", "run", "ves", "version", "alarms", "ack", "plan", "report", "points", "history", "logs"):
         assert command in out
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from deploy.factory import build_hmi_services, build_marshall, open_platform
+from deploy.factory import build_hmi_services, build_log_intake, build_marshall, open_platform
 from hmi_api.app import create_app
 from skyops.archive.sqlite import SqliteArchive
 from skyops.codec import decode_logs
@@ -90,5 +90,24 @@ async def test_marshall_api_is_served_only_with_keys(tmp_path: Path) -> None:
         router = build_marshall(platform)
         assert router is not None
         assert any(getattr(r, "path", "").endswith("/createAutoOB") for r in router.routes)
+    finally:
+        await platform.close()
+
+
+async def test_log_intake_is_mounted_refuses_unknown_keys_and_keeps_good_lines(tmp_path: Path) -> None:
+    platform = await open_platform(Settings(var_dir=tmp_path))
+    try:
+        app = create_app(health=platform.health, log_intake=build_log_intake(platform))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://skyops") as client:
+            refused = await client.post("/intake/logs", content=b'{"level": "INFO", "message": "x"}\n',
+                                        headers={"Authorization": "Bearer not-a-key"})
+            ok = await client.post("/intake/logs", content=b'{"level": "WARNING", "message": "dome slow"}\n{oops\n',
+                                   headers={"Authorization": "Bearer dev-key-deploy-0123456789"})
+        assert refused.status_code == 401
+        assert ok.status_code < 300, ok.text
+        assert ok.json()["accepted"] == 1
+        assert len(ok.json()["errors"]) == 1
+        entries = await platform.redis.xrange(LOG_RECORDS)
+        assert any(r.message == "dome slow" for e in entries for r in decode_logs(e[1][b"d"]))
     finally:
         await platform.close()
