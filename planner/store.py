@@ -272,6 +272,12 @@ class NotObservableError(ValueError):
 _TRACKED = [c for c in ObPublic.model_fields if c not in ("id", "updated_at", "version")]
 
 
+def _new_ob(now: datetime, **fields: Any) -> ObservingBlock:
+    """A new OB row: queued, first version, not yet in P2; the caller gives what the OB is."""
+    return ObservingBlock(state=ObState.QUEUED, created_at=now, updated_at=now, p2_ob_id=None, p2_version=None,
+                          version=1, **fields)
+
+
 class ObStore:
     """Keeps OBs in the operational database; every method is one transaction and writes its history."""
 
@@ -291,7 +297,8 @@ class ObStore:
         with self._sessions.begin() as session:
             if self._live_auto(session, data.mid) is not None:
                 raise ConflictError(f"MID {data.mid} already has a live auto OB")
-            row = ObservingBlock(
+            row = _new_ob(
+                now,
                 ob_type=ObType.CTOB,
                 mid=data.mid,
                 name=f"CTOB_{data.mid}",
@@ -306,13 +313,7 @@ class ObStore:
                 programme="SOXS-GTO",
                 time_share=TimeShare.GTO,
                 setup={},
-                state=ObState.QUEUED,
-                created_at=now,
-                updated_at=now,
                 expires_at=now + AUTO_LIFETIME,
-                p2_ob_id=None,
-                p2_version=None,
-                version=1,
             )
             return self._insert(session, row, now=now, actor=actor)
 
@@ -366,7 +367,8 @@ class ObStore:
             ).first()
             if clash is not None:
                 raise ConflictError(f"MID {data.mid} already has a live OB named {data.name!r}")
-            row = ObservingBlock(
+            row = _new_ob(
+                now,
                 ob_type=ObType.FUOB,
                 mid=data.mid,
                 name=data.name,
@@ -381,13 +383,7 @@ class ObStore:
                 programme="SOXS-GTO",
                 time_share=TimeShare.GTO,
                 setup=dict(data.setup),
-                state=ObState.QUEUED,
-                created_at=now,
-                updated_at=now,
                 expires_at=require_utc(data.expires_at) if data.expires_at else None,
-                p2_ob_id=None,
-                p2_version=None,
-                version=1,
             )
             return self._insert(session, row, now=now, actor=actor)
 
@@ -395,7 +391,8 @@ class ObStore:
         """An ESO-proposal OB or a manual ToO."""
         now = require_utc(now, what="now")
         with self._sessions.begin() as session:
-            row = ObservingBlock(
+            row = _new_ob(
+                now,
                 ob_type=data.ob_type,
                 mid=data.mid,
                 name=data.name,
@@ -410,13 +407,7 @@ class ObStore:
                 programme=data.programme,
                 time_share=data.time_share,
                 setup=dict(data.setup),
-                state=ObState.QUEUED,
-                created_at=now,
-                updated_at=now,
                 expires_at=require_utc(data.expires_at) if data.expires_at else None,
-                p2_ob_id=None,
-                p2_version=None,
-                version=1,
             )
             return self._insert(session, row, now=now, actor=actor)
 

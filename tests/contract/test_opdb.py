@@ -30,29 +30,17 @@ from skyops.opdb import (
     upgrade,
 )
 from skyops.opdb.engine import alembic_config
-from tests.support.opdb import postgres_schema_engine
+from tests.support.opdb import BACKENDS, empty_engine
 from ves_sync import models as _ves_sync_models  # noqa: F401  (its tables join Base.metadata for the drift test)
 
 T0 = datetime(2025, 3, 14, 23, 59, 58, 123456, tzinfo=UTC)
 PASSWORD = "dome-open-at-dusk"
 
-BACKENDS = [
-    pytest.param("sqlite", id="sqlite"),
-    pytest.param("postgresql", id="postgresql", marks=pytest.mark.integration),
-]
-
-
 @pytest.fixture(params=BACKENDS)
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     """An engine on an empty database (never migrated) of the requested backend."""
-    if request.param == "sqlite":
-        sqlite_engine = make_engine(f"sqlite:///{tmp_path / 'var' / 'skyops.sqlite3'}")
-        yield sqlite_engine
-        sqlite_engine.dispose()
-        return
-
-    with postgres_schema_engine(request.getfixturevalue("postgres_url")) as pg_engine:
-        yield pg_engine
+    with empty_engine(request, tmp_path) as e:
+        yield e
 
 
 @pytest.fixture

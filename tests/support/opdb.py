@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
+import pytest
 from sqlalchemy import Engine, make_url
 
 from skyops.opdb import make_engine
@@ -32,3 +34,25 @@ def postgres_schema_engine(postgres_url: str) -> Iterator[Engine]:
         with admin.begin() as connection:
             connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
         admin.dispose()
+
+
+# The operational-DB backends every store test runs on; PostgreSQL is a real server (integration).
+BACKENDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgresql", id="postgresql", marks=pytest.mark.integration),
+]
+
+
+@contextlib.contextmanager
+def empty_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """An engine on an empty, never migrated database of the backend in `request.param`."""
+    if request.param == "sqlite":
+        # A file in a folder that does not exist yet: make_engine must create it.
+        engine = make_engine(f"sqlite:///{tmp_path / 'var' / 'skyops.sqlite3'}")
+        try:
+            yield engine
+        finally:
+            engine.dispose()
+        return
+    with postgres_schema_engine(request.getfixturevalue("postgres_url")) as engine:
+        yield engine

@@ -27,27 +27,17 @@ from planner.store import (
     auto_exposure_s,
 )
 from skyops.errors import ConflictError, NotFoundError
-from skyops.opdb import make_engine, make_sessionmaker, upgrade
+from skyops.opdb import make_sessionmaker, upgrade
 from skyops.opdb.models import Base
-from tests.support.opdb import postgres_schema_engine
+from tests.support.opdb import BACKENDS, empty_engine
 
 T0 = datetime(2025, 3, 14, 18, 30, tzinfo=UTC)
 
-BACKENDS = [
-    pytest.param("sqlite", id="sqlite"),
-    pytest.param("postgresql", id="postgresql", marks=pytest.mark.integration),
-]
-
-
 @pytest.fixture(params=BACKENDS)
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        sqlite_engine = make_engine(f"sqlite:///{tmp_path / 'skyops.sqlite3'}")
-        yield sqlite_engine
-        sqlite_engine.dispose()
-        return
-    with postgres_schema_engine(request.getfixturevalue("postgres_url")) as pg_engine:
-        yield pg_engine
+    """An engine on an empty database (never migrated) of the requested backend."""
+    with empty_engine(request, tmp_path) as e:
+        yield e
 
 
 @pytest.fixture
