@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter as Tally
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -34,8 +34,6 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.logins = Counter("skyops_hmi_logins", "Login attempts", ["result"], registry=self.registry)
-        self.graphql_errors = Counter("skyops_hmi_graphql_errors", "GraphQL operations that returned errors",
-                                      registry=self.registry)
         self.stream_length = Gauge("skyops_stream_length", "Entries held by a bus stream", ["stream"],
                                    registry=self.registry)
         self.stream_lag = Gauge("skyops_stream_lag", "Entries a consumer group has not yet acknowledged",
@@ -48,10 +46,6 @@ class Metrics:
                                 registry=self.registry)
         self.refresh_failures = Counter("skyops_metrics_refresh_failures", "Metric refreshes that failed",
                                         ["part"], registry=self.registry)
-
-    def gauge_from(self, name: str, documentation: str, read: Callable[[], float]) -> None:
-        """A gauge whose value is read when Prometheus scrapes (e.g. a stream's lag)."""
-        Gauge(name, documentation, registry=self.registry).set_function(read)
 
     async def refresh(self, services: HmiServices) -> None:
         """Read bus, live-feed, alarm and VES-sync state; a part that fails is counted, the rest still refresh."""

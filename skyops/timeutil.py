@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -31,11 +30,6 @@ def to_us(value: datetime, *, what: str = "timestamp") -> int:
 def from_us(us: int) -> datetime:
     """The UTC datetime for microseconds since the Unix epoch."""
     return EPOCH + timedelta(microseconds=int(us))
-
-
-def day_of_us(us: int) -> int:
-    """The UTC day number (days since 1970-01-01) that holds the instant `us`."""
-    return math.floor(us / US_PER_DAY) if us < 0 else us // US_PER_DAY
 
 
 class Clock(Protocol):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -137,10 +137,3 @@ def unpack(chunks: Iterable[Chunk], start_us: int | None = None, end_us: int | N
         hi = 2**63 - 1 if end_us is None else end_us
         merged = merged.select((merged.ts_us >= lo) & (merged.ts_us < hi))
     return merged
-
-
-def days_between(start_us: int, end_us: int) -> Sequence[int]:
-    """The UTC day numbers that [start, end) touches."""
-    if end_us <= start_us:
-        return []
-    return range(start_us // US_PER_DAY, (end_us - 1) // US_PER_DAY + 1)
