@@ -68,7 +68,7 @@ class Platform:
                 checks[name] = f"error: {type(exc).__name__}: {exc}"
 
         await check("bus", self.redis.ping())
-        await check("archive", self.archive.latest([]))
+        await check("archive", self.archive.ping())
         await check("opdb", asyncio.to_thread(_ping_sql, self.engine))
         ok = all(v == "ok" for v in checks.values())
         return {"status": "ok" if ok else "degraded", "mode": self.mode, "time": self.clock.now().isoformat(),

@@ -223,6 +223,9 @@ class CassandraArchive(Archive):
             cluster, self._cluster, self._session = self._cluster, None, None
             await asyncio.get_running_loop().run_in_executor(None, cluster.shutdown)
 
+    async def ping(self) -> None:
+        await self._run("SELECT release_version FROM system.local", ())
+
     async def drop_keyspace(self) -> None:
         """Remove every table of this keyspace (tests and benchmarks use throw-away keyspaces)."""
         await self._run(f"DROP KEYSPACE IF EXISTS {self.keyspace}", ())

@@ -211,6 +211,10 @@ class Archive(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None: ...
 
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """One cheap round trip to the storage; raises when it does not answer (health checks)."""
+
     async def __aenter__(self) -> Archive:
         await self.open()
         return self

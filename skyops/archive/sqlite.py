@@ -128,6 +128,9 @@ class SqliteArchive(Archive):
         )
         return "\n".join(parts)
 
+    async def ping(self) -> None:
+        await self._call(lambda db: db.execute("SELECT 1").fetchone())
+
     async def close(self) -> None:
         if self._db is None:
             return

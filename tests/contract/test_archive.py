@@ -252,3 +252,7 @@ async def test_alarm_history_round_trip_newest_first(archive: Archive) -> None:
     assert len(every) == 6
     assert every[2].user == "night-op"
     assert len(await archive.alarm_history(start=T0, end=T0 + timedelta(hours=1), limit=2)) == 2
+
+
+async def test_ping_answers_on_an_open_archive(archive: Archive) -> None:
+    await archive.ping()
