@@ -1,17 +1,25 @@
-"""The `ves` commands: run the P2 emulator, show the VES change history and our OBs' P2 statuses."""
+"""The `ves` commands: run the P2 emulator, execute the VES on the telescope, show the VES history and OB statuses."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import signal
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
 from skyops.opdb import make_engine, make_sessionmaker, upgrade
 from skyops.settings import Settings
 from ves_sync.emulator import serve
+from ves_sync.emulator.app import API_PREFIX, LOGIN_PATH
+from ves_sync.executor import VesExecutor
+from ves_sync.factory import VesSyncConfig, build_executor, executor_time
 from ves_sync.store import VesSyncStore
 
 app = typer.Typer(help="VES sync: the P2 emulator, the VES change history, OB statuses in P2.", no_args_is_help=True)
@@ -61,3 +69,40 @@ def statuses(
     for link in sorted(_store(sql_url).links().values(), key=lambda link: link.ob_id):
         table.add_row(link.ob_id, str(link.p2_ob_id), link.p2_status, link.updated_at.isoformat(timespec="seconds"))
     Console().print(table)
+
+
+@app.command()
+def execute(
+    emulator_url: Annotated[str, typer.Option(help="root URL of the P2 emulator")] = "http://127.0.0.1:8081",
+    opcua: Annotated[str, typer.Option(help="the telescope's OPC-UA endpoint")] = "opc.tcp://127.0.0.1:4840/ntt/",
+    instrument: Annotated[str, typer.Option(help="whose VES to execute")] = "SOXS",
+    speed: Annotated[float, typer.Option(min=0.001, help="clock speed: the telescope simulator's must match")] = 1.0,
+    username: Annotated[str, typer.Option(help="the P2 account whose VES is executed")] = "operator",
+    password: Annotated[str, typer.Option(envvar="SKYOPS_VES_OPERATOR_PASSWORD", help="its P2 password")]
+    = "p2-emulator",
+    open_dome: Annotated[bool, typer.Option(help="open the dome first (an unattended simulated night)")] = False,
+    poll: Annotated[float, typer.Option(min=0.1, help="telescope seconds between looks at the telescope")] = 10.0,
+) -> None:
+    """Execute the operator's VES on the telescope (the operator's BOB) until interrupted."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("asyncua").setLevel(logging.WARNING)  # it logs every read at INFO
+    root = emulator_url.rstrip("/")
+    config = VesSyncConfig(environment="local", api_url=root + API_PREFIX, login_url=root + LOGIN_PATH,
+                           operator_username=username, operator_password=SecretStr(password),
+                           instrument=instrument)
+    clock, pace = executor_time(speed)
+    executor = build_executor(config, telescope_endpoint=opcua, clock=clock, pace=pace, open_dome=open_dome,
+                              poll_s=poll)
+    asyncio.run(_execute(executor))
+
+
+async def _execute(executor: VesExecutor) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await executor.run(stop)
+    for e in executor.report.executions:
+        Console().print(f"P2 OB {e.p2_ob_id}: {e.outcome} {e.start.isoformat(timespec='seconds')}"
+                        f" → {e.end.isoformat(timespec='seconds') if e.end else ''}")

@@ -8,13 +8,16 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.orm import Session, sessionmaker
 
+from config_db.monitoring import SiteConfig, load_site
 from skyops.bus import Bus, StreamRetention
 from skyops.timeutil import Clock
 from ves_sync.consumer import VesSyncConsumer
 from ves_sync.emulator.seed import default_seed
+from ves_sync.executor import ExecutorSettings, Pace, ScaledClock, ScaledPace, VesExecutor
 from ves_sync.p2 import P2Account, P2Client, register_environment
 from ves_sync.service import RetryPolicy, VesSyncService
 from ves_sync.store import VesSyncStore
+from ves_sync.telescope import TelescopeClient
 
 ESO_ENVIRONMENTS = ("production", "production_lasilla", "demo")
 EMULATOR_PASSWORD = "p2-emulator"
@@ -67,9 +70,7 @@ class VesSyncConfig(BaseSettings):
 
 
 def build_service(config: VesSyncConfig, *, sessions: sessionmaker[Session], clock: Clock) -> VesSyncService:
-    if config.environment not in ESO_ENVIRONMENTS:
-        assert config.api_url is not None and config.login_url is not None
-        register_environment(config.environment, config.api_url, config.login_url)
+    _register(config)
     owner = P2Client(P2Account(config.environment, config.owner_username, config.owner_password.get_secret_value()))
     operator = P2Client(
         P2Account(config.environment, config.operator_username, config.operator_password.get_secret_value())
@@ -87,3 +88,32 @@ def build(config: VesSyncConfig, *, bus: Bus, sessions: sessionmaker[Session], c
     return VesSyncConsumer(bus=bus, service=build_service(config, sessions=sessions, clock=clock), clock=clock,
                            samples_retention=retention, consumer_name=config.consumer_name,
                            health_interval_s=config.health_interval_s)
+
+
+def _register(config: VesSyncConfig) -> None:
+    if config.environment not in ESO_ENVIRONMENTS:
+        assert config.api_url is not None and config.login_url is not None
+        register_environment(config.environment, config.api_url, config.login_url)
+
+
+def build_executor(config: VesSyncConfig, *, telescope_endpoint: str, clock: Clock, pace: Pace,
+                   site: SiteConfig | None = None, open_dome: bool = False, poll_s: float = 10.0) -> VesExecutor:
+    """The VES executor (the operator's BOB), ready to `run(stop)`: it logs in to P2 as the operator.
+
+    `clock` and `pace` must agree (both real, both `speed` times faster, or a FakeClock and its drive);
+    the telescope must run on the same time.
+    """
+    _register(config)
+    site = site or load_site()
+    operator = P2Client(
+        P2Account(config.environment, config.operator_username, config.operator_password.get_secret_value())
+    )
+    settings = ExecutorSettings(instrument=config.instrument, latitude_deg=site.latitude_deg,
+                                longitude_deg=site.longitude_deg, open_dome=open_dome, poll_s=poll_s)
+    return VesExecutor(p2=operator, telescope=TelescopeClient(telescope_endpoint), clock=clock, pace=pace,
+                       settings=settings)
+
+
+def executor_time(speed: float) -> tuple[ScaledClock, ScaledPace]:
+    """A clock and a pace running `speed` times faster than the wall clock (1: real time)."""
+    return ScaledClock(speed), ScaledPace(speed)

@@ -169,3 +169,13 @@ class P2Client:
 
     def get_night_executions(self, instrument: str, night: str) -> Json:
         return self._call("getNightExecutions", instrument, night)[0]
+
+    def get_ob_executions(self, ob_id: int, night: str) -> Json:
+        return self._call("getOBExecutions", ob_id, night)[0]
+
+    def record_execution(self, instrument: str, execution: Json) -> Json:
+        """Report an execution (the emulator's `POST /executions/{instrument}`; real P2 learns it from the observatory).
+
+        p2api has no method for it, so this goes through p2api's own generic `post` (same session, same errors).
+        """
+        return self._call("post", f"/executions/{instrument}", execution)[0]

@@ -9,6 +9,7 @@ import secrets
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -30,6 +31,8 @@ MAX_FINDING_CHARTS = 5
 MAX_FINDING_CHART_BYTES = 1 << 20
 SNAPSHOT_FORMAT = 1
 MAX_SESSIONS = 1000
+# A visitor OB's status after an execution: started, executed, aborted; a failed one is observable again.
+EXECUTION_STATUS = {"started": "S", "executed": "X", "aborted": "A", "failed": "+"}
 
 
 class P2ApiError(Exception):
@@ -711,22 +714,37 @@ class P2State:
     # -- executions -----------------------------------------------------------------------------------
 
     def record_execution(self, user_id: int, instrument: str, body: Json) -> tuple[Json, str]:
+        """Record (or bring up to date) one execution of an OB; its status follows the execution's.
+
+        An execution is named by its OB and start time: sending it again (a retry after a lost answer,
+        or the end of an execution already reported as started) updates it instead of adding another.
+        A finished execution stays finished: a late "started" for it changes nothing.
+        """
         rec_in = parse(s.ExecutionRecord, body, "execution")
+        if rec_in.end is not None and rec_in.end < rec_in.start:
+            raise P2ApiError(400, f"execution of OB {rec_in.obId}: 'to' is earlier than 'from'")
+        if rec_in.status != "started" and rec_in.end is None:
+            raise P2ApiError(400, f"execution of OB {rec_in.obId}: a {rec_in.status} execution needs 'to'")
+        start = rec_in.start.astimezone(UTC).isoformat()
         with self._change():
             rec = self._ob(user_id, rec_in.obId)
             if self._runs[rec["ob"]["runId"]].instrument != instrument:
                 raise P2ApiError(400, f"OB {rec_in.obId} is not an {instrument} OB")
-            entry = {"obId": rec_in.obId, "night": rec_in.night, "instrument": instrument,
-                     "from": rec_in.start.isoformat(),
-                     "to": None if rec_in.end is None else rec_in.end.isoformat(), "status": rec_in.status}
-            self.data["executions"].append(entry)
             stored = self.data["obs"][str(rec_in.obId)]
-            stored["ob"]["obStatus"] = {"started": "S", "executed": "X"}.get(rec_in.status, "+")
+            entry = next((e for e in self.data["executions"] if e["obId"] == rec_in.obId and e["from"] == start), None)
+            if entry is not None and entry["status"] != "started":
+                return dict(entry), _etag("ob", rec_in.obId, stored["version"])
+            if entry is None:
+                entry = {"obId": rec_in.obId, "night": rec_in.night, "instrument": instrument, "from": start}
+                self.data["executions"].append(entry)
+            entry.update(night=rec_in.night, to=None if rec_in.end is None else rec_in.end.astimezone(UTC).isoformat(),
+                         status=rec_in.status)
+            stored["ob"]["obStatus"] = EXECUTION_STATUS[rec_in.status]
             stored["version"] += 1
             for ves in self.data["ves"].values():
                 if rec_in.obId in ves["obIds"]:
                     ves["version"] += 1
-        return entry, _etag("ob", rec_in.obId, stored["version"])
+        return dict(entry), _etag("ob", rec_in.obId, stored["version"])
 
     def ob_executions(self, user_id: int, ob_id: int, night: str) -> tuple[Json, None]:
         with self._lock:

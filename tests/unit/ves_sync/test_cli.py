@@ -40,3 +40,9 @@ def test_history_and_statuses_show_what_the_store_holds(tmp_path: Path) -> None:
 
     bad = runner.invoke(app, ["history", "--sql-url", url, "--limit", "0"])
     assert bad.exit_code != 0
+
+
+def test_execute_refuses_a_clock_that_does_not_run() -> None:
+    refused = CliRunner().invoke(app, ["execute", "--speed", "0"])
+    assert refused.exit_code != 0
+    assert "--speed" in refused.output

@@ -205,7 +205,8 @@ def test_time_constraints_are_checked(state: P2State) -> None:
 def test_executions_are_listed_per_night_and_visible_by_delegation(state: P2State) -> None:
     ob_id = ready_ob(state)
     state.record_execution(OPERATOR, "SOXS", {"obId": ob_id, "night": "2026-11-21",
-                                              "from": "2026-11-22T01:00:00+00:00", "status": "executed"})
+                                              "from": "2026-11-22T01:00:00+00:00", "to": "2026-11-22T01:18:00+00:00",
+                                              "status": "executed"})
     assert [e["obId"] for e in state.night_executions(SOXS, "SOXS", "2026-11-21")[0]] == [ob_id]
     assert state.night_executions(PI2, "SOXS", "2026-11-21")[0] == []
     assert state.ob_executions(OPERATOR, ob_id, "2026-11-20")[0] == []
@@ -272,3 +273,47 @@ def test_a_burst_of_changes_costs_at_most_two_writes(tmp_path: Path) -> None:
     writer.close()
     assert writer.writes <= 2
     assert json.loads((tmp_path / "s.json").read_text()) == {"n": 100}
+
+
+def test_an_execution_is_updated_not_duplicated_when_sent_again(state: P2State) -> None:
+    ob_id = ready_ob(state)
+    started = {"obId": ob_id, "night": "2026-11-21", "from": "2026-11-22T01:00:00+00:00", "status": "started"}
+    state.record_execution(OPERATOR, "SOXS", started)
+    state.record_execution(OPERATOR, "SOXS", started)  # a retry after a lost answer
+    assert state.get_ob(SOXS, ob_id)[0]["obStatus"] == "S"
+    # The same start written in another notation is the same execution.
+    done = {**started, "from": "2026-11-22T01:00:00Z", "to": "2026-11-22T01:18:00+00:00", "status": "executed"}
+    entry, _ = state.record_execution(OPERATOR, "SOXS", done)
+    state.record_execution(OPERATOR, "SOXS", done)
+    state.record_execution(OPERATOR, "SOXS", started)  # a late "started" does not reopen it
+    executions = state.night_executions(OPERATOR, "SOXS", "2026-11-21")[0]
+    assert executions == [entry]
+    assert entry["status"] == "executed" and entry["to"] == "2026-11-22T01:18:00+00:00"
+    assert state.get_ob(SOXS, ob_id)[0]["obStatus"] == "X"
+
+
+def test_an_aborted_execution_leaves_the_ob_aborted_and_in_the_ves(state: P2State) -> None:
+    ob_id = ready_ob(state)
+    _, etag = state.get_ves(OPERATOR, "SOXS")
+    _, etag = state.save_ves(OPERATOR, "SOXS", [{"obId": ob_id}], etag)
+    state.record_execution(OPERATOR, "SOXS", {"obId": ob_id, "night": "2026-11-21", "status": "aborted",
+                                              "from": "2026-11-22T01:00:00+00:00", "to": "2026-11-22T01:05:00+00:00"})
+    ves, new_etag = state.get_ves(OPERATOR, "SOXS")
+    assert [(e["obId"], e["obStatus"]) for e in ves] == [(ob_id, "A")]
+    assert new_etag != etag  # the VES shows statuses: its ETag moves with them
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"status": "executed"}, "needs 'to'"),
+    ({"to": "2026-11-22T00:59:00+00:00", "status": "executed"}, "earlier than 'from'"),
+    ({"status": "finished"}, "invalid execution: status"),
+    ({"from": "2026-11-22T01:00:00"}, "invalid execution: from"),
+    ({"night": "21/11/2026"}, "invalid execution: night"),
+])
+def test_bad_executions_are_refused_with_the_field(state: P2State, changes: dict[str, Any], message: str) -> None:
+    ob_id = ready_ob(state)
+    body = {"obId": ob_id, "night": "2026-11-21", "from": "2026-11-22T01:00:00+00:00", "status": "started"}
+    with pytest.raises(P2ApiError, match=message) as info:
+        state.record_execution(OPERATOR, "SOXS", {**body, **changes})
+    assert info.value.status == 400
+    assert state.night_executions(OPERATOR, "SOXS", "2026-11-21")[0] == []

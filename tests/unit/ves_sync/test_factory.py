@@ -84,3 +84,20 @@ async def test_build_wires_a_consumer_and_registers_the_environment(tmp_path: Pa
     finally:
         await redis.aclose()
         engine.dispose()
+
+
+def test_the_executor_is_wired_to_the_operator_the_site_and_the_telescope() -> None:
+    from config_db.monitoring import load_site
+    from ves_sync.factory import build_executor, executor_time
+
+    clock, pace = executor_time(60)
+    executor = build_executor(config(operator_username="night-op", instrument="SOXS"),
+                              telescope_endpoint="opc.tcp://127.0.0.1:9/ntt/", clock=clock, pace=pace, open_dome=True,
+                              poll_s=5)
+    site = load_site()
+    assert (executor.settings.latitude_deg, executor.settings.longitude_deg) == (site.latitude_deg,
+                                                                                 site.longitude_deg)
+    assert (executor.settings.open_dome, executor.settings.poll_s, executor.settings.instrument) == (True, 5, "SOXS")
+    assert executor.p2.account.username == "night-op"
+    assert executor.telescope.endpoint == "opc.tcp://127.0.0.1:9/ntt/"
+    assert pace.speed == clock.speed == 60
