@@ -164,3 +164,51 @@ def _date(value: str, option: str) -> date:
         return date.fromisoformat(value)
     except ValueError:
         raise typer.BadParameter(f"{value!r} is not a date YYYY-MM-DD", param_hint=option) from None
+
+
+@app.command("gcn")
+def gcn(
+    notices: Annotated[list[Path], typer.Argument(help="GCN JSON notice files", exists=True, dir_okay=False)],
+    topic: Annotated[str, typer.Option(help="the Kafka topic the notices come from (sets their schema)")],
+    at: Annotated[str | None, typer.Option(help="judge as of this UTC time, ISO 8601 (default: now)")] = None,
+    config_file: Annotated[Path | None, typer.Option(help="gcn YAML (default: config_db defaults)")] = None,
+) -> None:
+    """Dry run of the GCN criteria: would these notices become ToO OBs in the coming night? (Nothing is stored.)"""
+    from config_db.gcn import load_gcn_config
+    from planner.domain.gcn import NoticeError, observable_tonight, parse_notice, screen, too_request
+    from planner.service import night_of
+
+    config = load_gcn_config(config_file)
+    criteria = config.topics.get(topic)
+    if criteria is None:
+        raise typer.BadParameter(f"{topic} is not in {', '.join(config.topics)}", param_hint="--topic")
+    now = _utc_time(at, "--at") if at is not None else datetime.now(UTC)
+    site = load_site()
+    scheduler = SchedulerConfig()
+    grid = compute_night(site, night_of(site, now), config=scheduler)
+    table = Table(title=f"GCN notices on {topic} as of {now:%Y-%m-%d %H:%M} UTC (night of {grid.night})")
+    for column in ("file", "event", "decision", "why"):
+        table.add_column(column)
+    for path in notices:
+        try:
+            notice = parse_notice(criteria.kind, path.read_bytes())
+        except NoticeError as exc:
+            table.add_row(path.name, "-", "rejected: malformed", str(exc))
+            continue
+        verdict = screen(notice, config.criteria, criteria, now)
+        if verdict.accepted:
+            request = too_request(notice, config.too, criteria)
+            verdict = observable_tonight(request, grid, now, overhead_s=scheduler.overhead_s)
+        decision = "ToO OB" if verdict.accepted else f"rejected: {verdict.rejection}"
+        table.add_row(path.name, notice.key, decision, verdict.detail)
+    Console().print(table)
+
+
+def _utc_time(value: str, option: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not an ISO 8601 time", param_hint=option) from None
+    if when.tzinfo is None:
+        raise typer.BadParameter(f"{value!r} has no time zone (e.g. end it with Z)", param_hint=option)
+    return when.astimezone(UTC)

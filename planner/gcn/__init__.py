@@ -1,0 +1,1 @@
+"""GCN notices over Kafka turned into ToO OBs and planner triggers (`skyops run gcn`)."""
