@@ -39,6 +39,8 @@ class NotificationConfig(Strict):
 class AlarmsConfig(Strict):
     rules: list[RuleSpec] = Field(min_length=1)
     max_shelve_h: float = Field(default=24.0, gt=0, le=24 * 14, description="the longest a shelve may last")
+    max_future_s: float = Field(default=60.0, gt=0, le=3600,
+                                description="samples dated further ahead of the supervisor's clock are refused")
     notifications: NotificationConfig = NotificationConfig()
 
     @model_validator(mode="after")

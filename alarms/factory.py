@@ -41,7 +41,8 @@ class AlarmSettings(BaseSettings):
 
 
 def build_engine(config: AlarmsConfig, clock: Clock) -> AlarmEngine:
-    return AlarmEngine(config.build_rules(), started=clock.now(), max_shelve=timedelta(hours=config.max_shelve_h))
+    return AlarmEngine(config.build_rules(), started=clock.now(), max_shelve=timedelta(hours=config.max_shelve_h),
+                       max_future=timedelta(seconds=config.max_future_s))
 
 
 def build_supervisor(

@@ -34,6 +34,9 @@ class SupervisorOptions:
     block_ms: int = 200
     tick_s: float = 1.0
     mirror_every_s: float = 10.0
+    # Entries are evaluated together up to this many samples, then their events go out before the next
+    # are decoded: a backlog drains in steps and the first alarms do not wait for the last entry.
+    chunk_samples: int = 25_000
     samples_stream: str = streams.MON_SAMPLES
     events_stream: str = streams.ALARM_EVENTS
     triggers_stream: str = streams.PLAN_TRIGGERS
@@ -68,6 +71,7 @@ class AlarmSupervisor:
             batch_size=o.batch_size, block_ms=o.block_ms, group_start="$",
         )
         self.bad_payloads = 0
+        self.future_samples = 0  # samples refused for being dated in the future
         self.events_published = 0
         self.triggers_published = 0
         self._last_mirror = 0.0
@@ -95,16 +99,32 @@ class AlarmSupervisor:
 
     # --- handlers -----------------------------------------------------------------------------
     async def handle_samples(self, entries: list[Entry]) -> None:
-        batches = []
+        batches: list[SampleBatch] = []
+        size = 0
         for entry in entries:
             try:
-                batches.append(codec.decode_samples(entry.payload))
+                batch = codec.decode_samples(entry.payload)
             except CodecError as exc:
                 # One corrupt entry must not block the stream: it is logged and skipped.
                 self.bad_payloads += 1
                 log.error("%s entry %s skipped: %s", self.options.samples_stream, entry.id, exc)
+                continue
+            batches.append(batch)
+            size += len(batch)
+            if size >= self.options.chunk_samples:
+                await self._evaluate(batches)
+                batches, size = [], 0
         if batches:
-            await self.emit(self.engine.process(SampleBatch.concat(batches), self.clock.now()))
+            await self._evaluate(batches)
+
+    async def _evaluate(self, batches: list[SampleBatch]) -> None:
+        outcome = self.engine.process(SampleBatch.concat(batches), self.clock.now())
+        if outcome.future:
+            self.future_samples += outcome.future
+            log.warning("%d samples dated more than %s ahead of the alarm supervisor's clock were ignored "
+                        "(a collector's clock is wrong?), e.g. of %s", outcome.future,
+                        timedelta(microseconds=self.engine.max_future_us), ", ".join(outcome.future_points))
+        await self.emit(outcome)
 
     async def handle_commands(self, entries: list[Entry]) -> None:
         for entry in entries:
@@ -166,6 +186,7 @@ class AlarmSupervisor:
         """
         self._unsent.extend(outcome)
         pending = self._unsent
+        pending.future, pending.future_points = 0, ()  # already logged by `_evaluate`
         if pending.events:
             await self.bus.publish(self.options.events_stream, codec.encode_alarm_events(pending.events),
                                    retention=self.options.events_retention)

@@ -1,12 +1,16 @@
-"""Benchmark: samples/s through alarm rule evaluation (2,000 rules, 20,000 points), sample→alarm-event latency."""
+"""Benchmark: alarm rule evaluation rate (2,000 rules, 20,000 points) and publish→alarm-event latency under load."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import multiprocessing as mp
 import os
+import statistics
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,8 +25,8 @@ from alarms.store import AlarmStateStore
 from alarms.supervisor import AlarmSupervisor, SupervisorOptions
 from bench.common import Result, p, print_table, ratio, write_results
 from skyops import codec
-from skyops.bus import PAYLOAD_FIELD, Bus, StreamRetention, open_redis
-from skyops.records import AlarmSeverity, SampleBatch
+from skyops.bus import PAYLOAD_FIELD, Bus, Entry, StreamRetention, open_redis
+from skyops.records import SampleBatch
 from skyops.timeutil import SystemClock, to_us
 
 GOAL_RATE = 200_000.0
@@ -102,22 +106,27 @@ def baseline_rate(config: AlarmsConfig, batches: list[SampleBatch]) -> float:
     return n / (time.perf_counter() - t)
 
 
-async def supervisor_rate(config: AlarmsConfig, batches: list[SampleBatch], redis_url: str | None) -> float:
-    """Through the supervisor's handler: decode from the bus payload, evaluate, publish events, save state."""
+async def supervisor_rate(config: AlarmsConfig, batches: list[SampleBatch],
+                          redis_url: str | None) -> tuple[float, float]:
+    """Through the supervisor's handler: decode from the bus payload, evaluate, publish events, save state.
+
+    Returns samples/s and the median CPU time per batch of this thread (what a quiet machine needs at least).
+    """
     redis = open_redis(redis_url) if redis_url else _fake()
     tag = f"bench.{os.getpid()}."
     bus = Bus(redis)
     sup = _supervisor(config, bus, tag)
     await sup.start()
     payloads = [codec.encode_samples(b) for b in batches]
-    from skyops.bus import Entry
-
+    cpu_ms = []
     t = time.perf_counter()
     for i, payload in enumerate(payloads):
+        cpu = time.thread_time()
         await sup.handle_samples([Entry(f"{i + 1}-0", payload)])
+        cpu_ms.append((time.thread_time() - cpu) * 1000)
     elapsed = time.perf_counter() - t
     await _cleanup(redis, tag)
-    return sum(len(b) for b in batches) / elapsed
+    return sum(len(b) for b in batches) / elapsed, statistics.median(cpu_ms)
 
 
 def _fake() -> Any:
@@ -128,11 +137,8 @@ def _fake() -> Any:
 
 
 def _supervisor(config: AlarmsConfig, bus: Bus, tag: str) -> AlarmSupervisor:
-    options = SupervisorOptions(samples_stream=tag + "mon.samples", events_stream=tag + "alarm.events",
-                                triggers_stream=tag + "plan.triggers", commands_stream=tag + "alarm.commands",
-                                block_ms=5, batch_size=10, tick_s=1.0)
     engine = AlarmEngine(config.build_rules(), started=datetime.now(UTC))
-    return AlarmSupervisor(engine, bus, AlarmStateStore(bus.redis, prefix=tag), SystemClock(), options)
+    return AlarmSupervisor(engine, bus, AlarmStateStore(bus.redis, prefix=tag), SystemClock(), _options(tag))
 
 
 async def _cleanup(redis: Any, tag: str) -> None:
@@ -142,57 +148,176 @@ async def _cleanup(redis: Any, tag: str) -> None:
     await redis.aclose()
 
 
-async def latency(config: AlarmsConfig, n_points: int, probes: int, redis_url: str | None,
-                  batch_points: int) -> list[float]:
-    """A batch of `batch_points` points carrying a probe value that flips one alarm; time until its event is
-    readable on the alarm.events stream, with the supervisor running its loop (consumers and ticks)."""
-    redis = open_redis(redis_url) if redis_url else _fake()
-    tag = f"bench.lat.{os.getpid()}."
+PROBE_POINT = "bench.probe.value"
+PROBE_ID = "Probe.Bench:1"
+RAISE_BASE = 1000.0  # a probe value >= 1 raises (WARNING), below clears; both carry the batch number
+
+
+def with_probe(config: AlarmsConfig) -> AlarmsConfig:
+    """The bench rules plus the probe: a threshold without delays on its own point, flipped by every batch."""
+    probe = {"kind": "threshold", "name": "Probe", "instance": "Bench:1", "guidance": "bench",
+             "point": PROBE_POINT, "threshold": {"levels": {"warning": 1.0}}}
+    return AlarmsConfig.model_validate({"rules": [*config.model_dump()["rules"], probe]})
+
+
+def probe_value(k: int) -> float:
+    """Batch k's probe value: even batches raise, odd ones clear; the event's value attribute gives k back."""
+    return RAISE_BASE + k if k % 2 == 0 else k * 1e-6
+
+
+def probe_batch(value: str) -> int:
+    v = float(value)
+    return round(v - RAISE_BASE) if v >= 1.0 else round(v * 1e6)
+
+
+def _options(tag: str) -> SupervisorOptions:
+    # The production options, on streams of the bench's own.
+    return SupervisorOptions(samples_stream=tag + "mon.samples", events_stream=tag + "alarm.events",
+                             triggers_stream=tag + "plan.triggers", commands_stream=tag + "alarm.commands")
+
+
+def _serve(n_rules: int, n_points: int, redis_url: str, tag: str, ready: Any, stop: Any) -> None:
+    """The supervisor as `skyops run alarms` runs it: its own process, its loop reading the bus."""
+    asyncio.run(_serve_async(n_rules, n_points, redis_url, tag, ready, stop))
+
+
+async def _serve_async(n_rules: int, n_points: int, redis_url: str, tag: str, ready: Any, stop: Any) -> None:
+    config = with_probe(make_rules(n_rules, n_points))
+    redis = open_redis(redis_url)
     bus = Bus(redis)
-    # The probe: one threshold rule without delays on its own point.
-    probe_rule = {"kind": "threshold", "name": "Probe", "instance": "Bench:1", "guidance": "bench",
-                  "point": "bench.probe.value", "threshold": {"levels": {"warning": 1.0}}}
-    full = AlarmsConfig.model_validate({"rules": [*config.model_dump()["rules"], probe_rule]})
-    sup = _supervisor(full, bus, tag)
-    stop = asyncio.Event()
-    runner = asyncio.create_task(sup.run(stop))
-    await asyncio.sleep(0.2)
+    engine = AlarmEngine(config.build_rules(), started=datetime.now(UTC))
+    sup = AlarmSupervisor(engine, bus, AlarmStateStore(redis, prefix=tag), SystemClock(), _options(tag))
+    done = asyncio.Event()
+    runner = asyncio.create_task(sup.run(done))
+    await _wait_group(redis, tag + "mon.samples")
+    ready.set()
+    await asyncio.to_thread(stop.wait)
+    done.set()
+    await asyncio.wait_for(runner, timeout=30)
+    await redis.aclose()
+
+
+async def _wait_group(redis: Any, stream: str, timeout_s: float = 60.0) -> None:
+    """Until the supervisor's consumer group exists: batches published before it would never be read."""
+    for _ in range(round(timeout_s / 0.05)):
+        try:
+            groups: Any = await redis.xinfo_groups(stream)
+        except Exception:  # the stream does not exist yet
+            groups = []
+        if any(g["name"] in ("alarms", b"alarms") for g in groups):
+            return
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"the supervisor did not create its group on {stream} within {timeout_s:g} s")
+
+
+@dataclass
+class Latencies:
+    from_publish_ms: list[float]
+    from_sample_ms: list[float]
+    lost: int  # batches after which no probe event came at all
+    merged: int  # batches evaluated together with a later one (their probe overwritten)
+
+
+async def sustained_latency(n_rules: int, n_points: int, batch_points: int, rate_hz: float, probes: int,
+                            redis_url: str | None, warmup: int = 3) -> Latencies:
+    """Batches of `batch_points` random points plus the probe, published at `rate_hz` whatever happens
+    (open loop: a slow supervisor shows as queueing, not as a slower sender), while a reader follows
+    `alarm.events` and times each probe event from its batch's publish time and sample timestamp.
+
+    With a Redis URL the supervisor runs in its own process, as deployed; else in this event loop on the
+    embedded bus. The first `warmup` batches (the first evaluation of every rule) are not counted.
+    """
+    tag = f"bench.lat.{os.getpid()}.{batch_points}."
+    redis = open_redis(redis_url) if redis_url else _fake()
+    bus = Bus(redis)
+    ctx = mp.get_context("spawn")
+    ready, stop_child = ctx.Event(), ctx.Event()
+    child: Any = None
+    stop_local = asyncio.Event()
+    local: asyncio.Task[None] | None = None
+    if redis_url:
+        child = ctx.Process(target=_serve, args=(n_rules, n_points, redis_url, tag, ready, stop_child))
+        child.start()
+        if not await asyncio.to_thread(ready.wait, 120):
+            child.kill()
+            raise RuntimeError("the supervisor process did not start within 120 s")
+    else:
+        engine = AlarmEngine(with_probe(make_rules(n_rules, n_points)).build_rules(), started=datetime.now(UTC))
+        sup = AlarmSupervisor(engine, bus, AlarmStateStore(redis, prefix=tag), SystemClock(), _options(tag))
+        local = asyncio.create_task(sup.run(stop_local))
+        await _wait_group(redis, tag + "mon.samples")
+    total = warmup + probes
+    published: dict[int, tuple[float, float]] = {}  # batch → (publish perf time, sample wall time)
+    seen: dict[int, tuple[float, float]] = {}  # batch → (perf time, wall time) its probe event was read
+    finished = asyncio.Event()
+    all_seen = asyncio.Event()
+
+    async def follow() -> None:
+        last_id = "0-0"  # the stream is new: read it from the start, so no event can slip past
+        while not finished.is_set():
+            reply: Any = await redis.xread({tag + "alarm.events": last_id}, block=200, count=100)
+            now_perf, now_wall = time.perf_counter(), time.time()
+            for entry_id, fields in reply[0][1] if reply else []:
+                last_id = entry_id
+                for e in codec.decode_alarm_events(bytes(fields[PAYLOAD_FIELD])):
+                    if e.alarm_id == PROBE_ID and e.action in ("raise", "change", "clear"):
+                        seen.setdefault(probe_batch(e.attributes["value"]), (now_perf, now_wall))
+            if len(seen) >= total:
+                all_seen.set()
+
+    reader = asyncio.create_task(follow())
     rng = np.random.default_rng(7)
-    names = [point(i) for i in range(batch_points)] + ["bench.probe.value"]
+    names = [point(i) for i in range(batch_points)] + [PROBE_POINT]
     idx = np.arange(len(names), dtype=np.uint32)
-    last_id = "0-0"  # the stream is new: read it from the start, so no event can slip past
-    out: list[float] = []
-    lost = 0
+    # Each batch is built and encoded ahead of its slot, stamped with the slot's time: the sender's own work
+    # (a collector's) stays out of the measured window and out of the way of the reader in this loop.
+    ahead_s = min(0.5 / rate_hz, 0.2)
+    start, start_wall = time.perf_counter() + ahead_s, time.time() + ahead_s
     try:
-        for k in range(probes):
-            values = np.append(np.abs(rng.standard_normal(batch_points)), 2.0 if k % 2 == 0 else 0.0)
-            ts = np.full(len(names), to_us(datetime.now(UTC)), dtype=np.int64)
+        for k in range(total):
+            values = np.append(np.abs(rng.standard_normal(batch_points)), probe_value(k))
+            slot_wall = start_wall + k / rate_hz
+            ts = np.full(len(names), round(slot_wall * 1e6), dtype=np.int64)
             payload = codec.encode_samples(SampleBatch.from_floats(names, idx, ts, values))
-            want = AlarmSeverity.WARNING if k % 2 == 0 else AlarmSeverity.NONE
-            t = time.perf_counter()
+            delay = start + k / rate_hz - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            published[k] = (time.perf_counter(), slot_wall)
             await bus.publish(tag + "mon.samples", payload, retention=RETENTION)
-            found = False
-            while not found:
-                reply: Any = await redis.xread({tag + "alarm.events": last_id}, block=2000, count=100)
-                if not reply:
-                    # Counted, not hidden: on a Redis shared with other test runs a stream may vanish.
-                    lost += 1
-                    break
-                for entry_id, fields in reply[0][1]:
-                    last_id = entry_id
-                    events = codec.decode_alarm_events(bytes(fields[PAYLOAD_FIELD]))
-                    # The severity tells this probe's event from a late one of the probe before.
-                    found = found or any(e.alarm_id == "Probe.Bench:1" and e.severity == want for e in events)
-            if found:
-                out.append((time.perf_counter() - t) * 1000)
-            await asyncio.sleep(0.02)
+            # Build the next batch only when its slot is near, not while this one's event is awaited.
+            wait = start + (k + 1) / rate_hz - ahead_s - time.perf_counter()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(all_seen.wait(), timeout=5.0)
     finally:
-        stop.set()
-        await asyncio.wait_for(runner, timeout=30)
-    if lost:
-        print(f"{lost} of {probes} probes got no alarm event within 2 s (batches of {batch_points + 1} samples)")
+        finished.set()
+        await reader
+        stop_child.set()
+        stop_local.set()
+        if child is not None:
+            child.join(timeout=30)
+            if child.is_alive():
+                child.kill()
+        if local is not None:
+            await asyncio.wait_for(local, timeout=30)
     await _cleanup(redis, tag)
-    return out
+    # Entries read together are evaluated together, newest value per point: a probe overwritten by the next
+    # batch's has no event of its own, and its samples were evaluated when the first later event came out.
+    done_at: dict[int, tuple[float, float]] = {}
+    first: tuple[float, float] | None = None
+    for k in reversed(range(total)):
+        if k in seen and (first is None or seen[k][0] < first[0]):
+            first = seen[k]
+        if first is not None:
+            done_at[k] = first
+    counted = range(warmup, total)
+    return Latencies(
+        from_publish_ms=[(done_at[k][0] - published[k][0]) * 1000 for k in counted if k in done_at],
+        from_sample_ms=[(done_at[k][1] - published[k][1]) * 1000 for k in counted if k in done_at],
+        lost=sum(1 for k in counted if k not in done_at),
+        merged=sum(1 for k in counted if k not in seen and k in done_at),
+    )
 
 
 def main() -> None:
@@ -203,7 +328,6 @@ def main() -> None:
     args = parser.parse_args()
     n_rules, n_points = 2000, 20_000
     n_batches = 5 if args.quick else 20
-    probes = 30 if args.quick else 200
     rng = np.random.default_rng(1)
     config = make_rules(n_rules, n_points)
     batches = make_batches(n_points, n_batches, rng)
@@ -212,24 +336,33 @@ def main() -> None:
     base = baseline_rate(config, batches[:1] if args.quick else batches[:2])
     # The supervisor reads the wall clock: its samples must be fresh, or every rule would be INVALID.
     fresh = make_batches(n_points, n_batches, rng, start=datetime.now(UTC) - timedelta(seconds=n_batches))
-    sup_rate = asyncio.run(supervisor_rate(config, fresh, args.redis_url))
-    lat_small = asyncio.run(latency(config, n_points, probes, args.redis_url, 1000))
-    lat = asyncio.run(latency(config, n_points, probes, args.redis_url, n_points))
-    backend = "Redis" if args.redis_url else "embedded bus"
+    sup_rate, sup_cpu_ms = asyncio.run(supervisor_rate(config, fresh, args.redis_url))
+    backend = "Redis, supervisor in its own process" if args.redis_url else "embedded bus, one process"
     results = [
         Result(f"rule evaluation, {n_rules} rules over {n_points} points", rate, "samples/s",
                f">= {GOAL_RATE:,.0f} samples/s", base, ratio(rate, base, higher_is_better=True)),
-        Result(f"supervisor handler (decode, evaluate, publish, save; {backend})", sup_rate, "samples/s",
-               f">= {GOAL_RATE:,.0f} samples/s", base, ratio(sup_rate, base, higher_is_better=True)),
-        Result(f"sample → alarm event latency p50 ({backend}, 1001-sample batches)", p(lat_small, 50), "ms",
-               f"< {GOAL_P99_MS:g} ms (p99)"),
-        Result(f"sample → alarm event latency p99 ({backend}, 1001-sample batches)", p(lat_small, 99), "ms",
-               f"< {GOAL_P99_MS:g} ms"),
-        Result(f"sample → alarm event latency p50 ({backend}, {n_points + 1}-sample batches)", p(lat, 50), "ms",
-               f"< {GOAL_P99_MS:g} ms (p99)"),
-        Result(f"sample → alarm event latency p99 ({backend}, {n_points + 1}-sample batches)", p(lat, 99), "ms",
-               f"< {GOAL_P99_MS:g} ms"),
+        Result(f"supervisor handler (decode, evaluate, publish, save; {backend.split(',')[0]})", sup_rate,
+               "samples/s", f">= {GOAL_RATE:,.0f} samples/s", base, ratio(sup_rate, base, higher_is_better=True)),
+        Result(f"supervisor CPU time per {n_points}-sample batch (median; decode, evaluate, publish, save)",
+               sup_cpu_ms, "ms", f"< {GOAL_P99_MS:g} ms"),
     ]
+    # Two sustained loads of about 20,000 samples/s: many small batches, and the ASTRI shape (every point once
+    # a second in one batch). Each batch redraws every value, so ~5 % of the rules cross a level every second.
+    scenarios = [(1000, 20.0, 40 if args.quick else 200), (n_points, 1.0, 20 if args.quick else 120)]
+    for batch_points, hz, probes in scenarios:
+        lat = asyncio.run(sustained_latency(n_rules, n_points, batch_points, hz, probes, args.redis_url))
+        what = f"{batch_points + 1}-sample batches at {hz:g} Hz; {backend}"
+        if lat.lost or lat.merged:
+            print(f"{what}: {lat.lost} of {probes} batches were followed by no probe event within 5 s; "
+                  f"{lat.merged} were read and evaluated together with the next batch")
+        results += [
+            Result(f"publish → alarm event p50 ({what})", p(lat.from_publish_ms, 50), "ms",
+                   f"< {GOAL_P99_MS:g} ms (p99)"),
+            Result(f"publish → alarm event p99 ({what})", p(lat.from_publish_ms, 99), "ms", f"< {GOAL_P99_MS:g} ms"),
+            Result(f"sample timestamp → alarm event p99 ({what})", p(lat.from_sample_ms, 99), "ms",
+                   f"< {GOAL_P99_MS:g} ms"),
+            Result(f"probes without an alarm event ({what})", float(lat.lost), "probes", "0"),
+        ]
     print(f"{events} alarm events over {n_batches} batches; baseline = one sample at a time through the engine")
     print_table("alarms", results)
     print(write_results("alarms", results))

@@ -12,16 +12,13 @@ import numpy as np
 import numpy.typing as npt
 
 from alarms.domain.consequence import ConsequenceTracker
-from alarms.domain.rules.base import EvalContext, Reading, Rule
-from alarms.domain.rules.staleness import StalenessRule
-from alarms.domain.rules.threshold import ThresholdRule
+from alarms.domain.rules.base import EvalContext, Reading, Rule, Verdict
+from alarms.domain.screen import NEVER, QuietScreen, Table
 from alarms.domain.severity import SeverityFilter
 from alarms.domain.state import AlarmActionError, AlarmState
 from skyops.messages import PlanTrigger
 from skyops.records import AlarmEvent, AlarmSeverity, Quality, SampleBatch
-from skyops.timeutil import US_PER_S, from_us, to_us
-
-NEVER = np.iinfo(np.int64).min
+from skyops.timeutil import from_us, to_us
 
 
 @dataclass
@@ -31,11 +28,15 @@ class Outcome:
     events: list[AlarmEvent] = field(default_factory=list)
     triggers: list[PlanTrigger] = field(default_factory=list)
     changed: set[str] = field(default_factory=set)  # alarms whose persisted state changed
+    future: int = 0  # samples ignored for being dated too far ahead of the evaluation time
+    future_points: tuple[str, ...] = ()  # a few of their points, for the log
 
     def extend(self, other: Outcome) -> None:
         self.events.extend(other.events)
         self.triggers.extend(other.triggers)
         self.changed |= other.changed
+        self.future += other.future
+        self.future_points = (self.future_points + other.future_points)[:5]
 
 
 @dataclass(slots=True)
@@ -44,6 +45,7 @@ class AlarmRuntime:
 
     rule: Rule[Any]
     input_ids: npt.NDArray[np.int64]
+    inputs: tuple[int, ...]  # the same as Python ints, for the per-rule loop
     filter: SeverityFilter
     state: AlarmState
     consequence: ConsequenceTracker
@@ -64,42 +66,6 @@ class AlarmRuntime:
         self.consequence.load(dict(data["consequence"]))
 
 
-class _ThresholdBlock:
-    """The threshold rules' levels as arrays, to tell at once which of them stay quiet."""
-
-    def __init__(self, order: Sequence[AlarmRuntime]) -> None:
-        rows = [(i, rt) for i, rt in enumerate(order) if isinstance(rt.rule, ThresholdRule)]
-        self.size = len(rows)
-        self.position = np.full(len(order), -1, dtype=np.int64)
-        self.point = np.zeros(self.size, dtype=np.int64)
-        self.levels = np.full((self.size, 3), np.nan)
-        self.sign = np.ones(self.size)
-        self.max_age_us = np.zeros(self.size, dtype=np.int64)
-        for k, (i, rt) in enumerate(rows):
-            rule = rt.rule
-            assert isinstance(rule, ThresholdRule)
-            self.position[i] = k
-            self.point[k] = rt.input_ids[0]
-            for sev, level in rule.handler.levels:
-                self.levels[k, int(sev) - 1] = level
-            self.sign[k] = 1.0 if rule.handler.big_is_bad else -1.0
-            self.max_age_us[k] = round(rule.config.max_age_s * US_PER_S)
-
-    def quiet(
-        self, pos: npt.NDArray[np.int64], value: npt.NDArray[np.float64], ts_us: npt.NDArray[np.int64],
-        quality: npt.NDArray[np.uint8], now_us: int,
-    ) -> npt.NDArray[np.bool_]:
-        """Valid, fresh input below every level (NaN compares false, so missing levels never hit)."""
-        pt = self.point[pos]
-        v, ts = value[pt], ts_us[pt]
-        valid = (ts != NEVER) & (quality[pt] != Quality.BAD) & ~np.isnan(v) & (now_us - ts <= self.max_age_us[pos])
-        sign = self.sign[pos]
-        with np.errstate(invalid="ignore"):
-            hit = (sign * v)[:, None] >= sign[:, None] * self.levels[pos]
-        quiet: npt.NDArray[np.bool_] = valid & ~hit.any(axis=1)
-        return quiet
-
-
 @dataclass
 class RestoreReport:
     restored: int = 0
@@ -111,20 +77,35 @@ class UnknownAlarmError(AlarmActionError, LookupError):
     """An operator action named an alarm no rule defines."""
 
 
+_QUALITIES: tuple[Quality, ...] = tuple(sorted(Quality))  # by code: _QUALITIES[int(q)] is q
+
+
+def _future(batch: SampleBatch, limit_us: int) -> Outcome:
+    """The samples of `batch` dated after `limit_us`, counted (with a few of their points) for the log."""
+    ahead = np.flatnonzero(batch.ts_us > limit_us)
+    if not len(ahead):
+        return Outcome()
+    idx = np.unique(batch.point_idx[ahead])[:5]
+    return Outcome(future=len(ahead), future_points=tuple(batch.points[i] for i in idx.tolist()))
+
+
 class AlarmEngine:
     """Evaluates configured rules on sample batches. Pure: time comes in as arguments.
 
     A batch updates the value table with numpy and re-evaluates only the rules whose inputs it touched;
     a tick re-evaluates at the given time what time alone can change (ages, delays, shelve expiry).
-    Settled rules (OK, valid, no timer running) whose inputs stay within limits are left out, decided
-    for all of them at once with numpy; `vectorized=False` evaluates everything in full instead.
+    Settled rules (OK, valid, no timer running) that the quiet screen proves would stay so are left
+    out, decided for all of them at once with numpy; `vectorized=False` evaluates everything in full.
     """
 
     def __init__(
         self, rules: Sequence[Rule[Any]], *, started: datetime, max_shelve: timedelta = timedelta(hours=24),
-        vectorized: bool = True,
+        max_future: timedelta = timedelta(minutes=1), vectorized: bool = True,
     ) -> None:
         self.vectorized = vectorized  # False evaluates every touched rule in full (the reference behaviour)
+        # A sample dated further ahead than this is refused: kept, it would hide every later sample of its
+        # point (late samples never overwrite newer ones) and look fresh until its date.
+        self.max_future_us = round(max_future / timedelta(microseconds=1))
         ids = [r.alarm_id for r in rules]
         dupes = sorted({a for a in ids if ids.count(a) > 1}) if len(set(ids)) != len(ids) else []
         if dupes:
@@ -150,6 +131,7 @@ class AlarmEngine:
             rt = AlarmRuntime(
                 rule=rule,
                 input_ids=input_ids,
+                inputs=tuple(input_ids.tolist()),
                 filter=SeverityFilter(
                     activation_us=rule.config.activation_delay_s.as_us(),
                     clear_us=round(rule.config.clear_delay_s * 1_000_000),
@@ -165,15 +147,14 @@ class AlarmEngine:
         self._pair_point = np.asarray(pair_point, dtype=np.int64)
         self._pair_rule = np.asarray(pair_rule, dtype=np.int64)
         self._lookups: dict[tuple[str, ...], npt.NDArray[np.int64]] = {}
-        self._thresholds = _ThresholdBlock(self._order)
-        # A threshold rule is settled when it is OK, valid, with no timer running and no consequence held:
-        # while its input stays within limits, evaluating it again would change nothing.
+        self._screen = QuietScreen(rules, self.point_ids, started_us=self.started_us)
+        self._table = Table(self.value, self.ts_us, self.quality)
+        # A rule is settled when it is OK, valid, with no timer running and no consequence held: while the
+        # screen finds it quiet, evaluating it again would change nothing.
         self._settled = np.zeros(len(self._order), dtype=bool)
-        # Where each rule's inputs start in the pair arrays (rules were added in order, each with >= 1 input).
-        self._rule_starts = np.searchsorted(self._pair_rule, np.arange(len(self._order)))
-        self._max_age_us = np.asarray([round(rt.rule.config.max_age_s * US_PER_S) for rt in self._order],
-                                      dtype=np.int64)
-        self._time_driven = np.asarray([isinstance(rt.rule, StalenessRule) for rt in self._order], dtype=bool)
+        # Rules whose last verdict was INVALID: time alone never makes input valid again (it only ages), so
+        # ticks leave them to the next sample of their inputs.
+        self._invalid = np.zeros(len(self._order), dtype=bool)
 
     # --- evaluation ---------------------------------------------------------------------------
     def _now(self, now: datetime) -> int:
@@ -181,23 +162,38 @@ class AlarmEngine:
         self._last_us = max(self._last_us, to_us(now))
         return self._last_us
 
-    def ingest(self, batch: SampleBatch) -> npt.NDArray[np.int64]:
-        """Update the value table with the newest sample of each point; returns the points that changed."""
+    def ingest(self, batch: SampleBatch, *, not_after_us: int | None = None) -> npt.NDArray[np.int64]:
+        """Update the value table with the newest sample of each point; returns the points that changed.
+
+        Samples dated after `not_after_us` are left out (`process` counts them).
+        """
+        return self._ingest(batch, not_after_us)[0]
+
+    def _ingest(
+        self, batch: SampleBatch, not_after_us: int | None
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """`ingest`, also returning the rules that read the changed points."""
+        none = np.zeros(0, dtype=np.int64)
         if not len(batch):
-            return np.zeros(0, dtype=np.int64)
+            return none, none
         lookup = self._lookup(batch.points)
         pid = lookup[batch.point_idx]
         keep = pid >= 0
+        if not_after_us is not None:
+            keep &= batch.ts_us <= not_after_us
         if not keep.any():
-            return np.zeros(0, dtype=np.int64)
+            return none, none
         pid = pid[keep]
         ts = batch.ts_us[keep]
-        order = np.lexsort((ts, pid))
-        pid, ts = pid[order], ts[order]
-        last = np.ones(len(pid), dtype=bool)
-        last[:-1] = pid[1:] != pid[:-1]
-        rows = np.flatnonzero(keep)[order[last]]
-        pid, ts = pid[last], ts[last]
+        rows = np.flatnonzero(keep)
+        if np.bincount(pid, minlength=len(self.point_names)).max() > 1:
+            # Several samples of a point: keep its newest (a collector's usual batch has one of each: no sort).
+            order = np.lexsort((ts, pid))
+            pid, ts = pid[order], ts[order]
+            last = np.ones(len(pid), dtype=bool)
+            last[:-1] = pid[1:] != pid[:-1]
+            rows = rows[order[last]]
+            pid, ts = pid[last], ts[last]
         newer = ts >= self.ts_us[pid]  # a late sample never overwrites a newer one
         rows, pid, ts = rows[newer], pid[newer], ts[newer]
         numeric = batch.select(rows)
@@ -205,7 +201,18 @@ class AlarmEngine:
         self.value[pid] = values
         self.ts_us[pid] = ts
         self.quality[pid] = numeric.quality
-        return pid
+        rules = self._rules_reading(pid)
+        self._invalid[rules] = False
+        return pid, rules
+
+    def _rules_reading(self, points: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """The rules that read any of `points`, ascending."""
+        hit = np.zeros(len(self.point_names), dtype=bool)
+        hit[points] = True
+        wanted = np.zeros(len(self._order), dtype=bool)
+        wanted[self._pair_rule[hit[self._pair_point]]] = True
+        rules: npt.NDArray[np.int64] = np.flatnonzero(wanted)
+        return rules
 
     def _lookup(self, points: tuple[str, ...]) -> npt.NDArray[np.int64]:
         """Batch point index → engine point id (-1: no rule reads it); collectors repeat their point lists."""
@@ -219,19 +226,23 @@ class AlarmEngine:
 
     def process(self, batch: SampleBatch, now: datetime) -> Outcome:
         """Ingest a batch and re-evaluate the rules it touched, at time `now`."""
-        touched = self.ingest(batch)
         now_us = self._now(now)
+        limit_us = now_us + self.max_future_us
+        touched, rules = self._ingest(batch, limit_us)
+        future = _future(batch, limit_us)
         if not len(touched):
-            return Outcome()
-        hit = np.zeros(len(self.point_names), dtype=bool)
-        hit[touched] = True
-        rules = np.unique(self._pair_rule[hit[self._pair_point]])
-        return self._evaluate(self._unsettled(rules, now_us), now_us)
+            return future
+        # `rules` ascend: events come out in rule order, as in a full evaluation.
+        out = self._evaluate(self._unsettled(rules, now_us), now_us)
+        out.extend(future)
+        return out
 
     def tick(self, now: datetime) -> Outcome:
         """Re-evaluate every rule at `now` (ages grow, delays elapse) and expire shelves."""
         now_us = self._now(now)
-        out = self._evaluate(self._unsettled(self._aging(now_us), now_us), now_us)
+        every = np.arange(len(self._order), dtype=np.int64)
+        due = every if not self.vectorized else every[~self._invalid]
+        out = self._evaluate(self._unsettled(due, now_us), now_us)
         for rt in self._order:
             events = rt.state.expire_shelve(now_us)
             if events:
@@ -239,48 +250,40 @@ class AlarmEngine:
                 out.changed.add(rt.rule.alarm_id)
         return out
 
-    def _readings(self, ids: npt.NDArray[np.int64]) -> list[Reading | None]:
-        out: list[Reading | None] = []
-        for i in ids.tolist():
-            ts = int(self.ts_us[i])
-            if ts == NEVER:
-                out.append(None)
-            else:
-                out.append(Reading(self.point_names[i], float(self.value[i]), ts, Quality(int(self.quality[i]))))
-        return out
-
-    def _aging(self, now_us: int) -> npt.NDArray[np.int64]:
-        """Rules whose verdict time alone may change: unsettled ones, heartbeats, and settled ones whose
-        oldest input has just grown older than their max age (threshold rules are all checked in `_unsettled`)."""
-        every = np.arange(len(self._order), dtype=np.int64)
-        if not self.vectorized or not len(every):
-            return every
-        oldest = np.minimum.reduceat(self.ts_us[self._pair_point], self._rule_starts)
-        expiring = (oldest == NEVER) | (now_us - oldest > self._max_age_us)
-        keep = ~self._settled | self._time_driven | expiring | (self._thresholds.position >= 0)
-        aging: npt.NDArray[np.int64] = every[keep]
-        return aging
-
     def _unsettled(self, rules: npt.NDArray[np.int64], now_us: int) -> list[int]:
-        """The rules among `rules` that need a full evaluation: settled threshold rules whose input is valid
-        and within limits are left out, decided for all of them at once with numpy."""
-        block = self._thresholds
-        if not self.vectorized or not block.size or not len(rules):
+        """The rules among `rules` (ascending) that need a full evaluation: settled ones the screen finds
+        quiet are left out."""
+        if not self.vectorized or not len(rules):
             every: list[int] = rules.tolist()
             return every
-        pos = block.position[rules]
-        is_th = pos >= 0
-        th_rules, th_pos = rules[is_th], pos[is_th]
-        quiet = self._settled[th_rules] & block.quiet(th_pos, self.value, self.ts_us, self.quality, now_us)
-        return sorted(rules[~is_th].tolist() + th_rules[~quiet].tolist())
+        settled = self._settled[rules]
+        if not settled.any():
+            some: list[int] = rules.tolist()
+            return some
+        skip = np.zeros(len(rules), dtype=bool)
+        skip[settled] = self._screen.quiet(rules[settled], self._table, now_us)
+        left: list[int] = rules[~skip].tolist()
+        return left
 
-    def _evaluate(self, rule_indices: Iterable[int], now_us: int) -> Outcome:
+    def _evaluate(self, rule_indices: Sequence[int], now_us: int) -> Outcome:
         ctx = EvalContext(now_us=now_us, started_us=self.started_us)
         out = Outcome()
+        if not rule_indices:
+            return out
+        # The table as Python lists once per call: building readings from numpy scalars costs more per rule.
+        value, ts_us, quality = self.value.tolist(), self.ts_us.tolist(), self.quality.tolist()
+        names = self.point_names
         for i in rule_indices:
             rt = self._order[i]
-            verdict = rt.rule.evaluate(self._readings(rt.input_ids), ctx, rt.raw)
-            before = (rt.raw, rt.filter.current, tuple(rt.filter.since_us), tuple(rt.filter.below_us))
+            readings = [
+                None if ts_us[p] == NEVER else Reading(names[p], value[p], ts_us[p], _QUALITIES[quality[p]])
+                for p in rt.inputs
+            ]
+            try:
+                verdict = rt.rule.evaluate(readings, ctx, rt.raw)
+            except Exception as exc:  # a broken rule must not stop the others: it shows INVALID, with why
+                verdict = Verdict.invalid(f"rule evaluation failed: {type(exc).__name__}: {exc}")
+            raw_before, revision = rt.raw, rt.filter.revision
             if verdict.valid:
                 rt.raw = verdict.severity
                 severity = rt.filter.step(verdict.severity, now_us)
@@ -291,13 +294,12 @@ class AlarmEngine:
                                      attributes=verdict.attributes)
             trigger = rt.consequence.update(now_us, severity, valid=verdict.valid, reason=verdict.reason,
                                             sector=verdict.sector)
-            if events or trigger is not None or before != (
-                rt.raw, rt.filter.current, tuple(rt.filter.since_us), tuple(rt.filter.below_us)
-            ):
+            if events or trigger is not None or rt.raw != raw_before or rt.filter.revision != revision:
                 out.changed.add(rt.rule.alarm_id)
             out.events.extend(events)
             if trigger is not None:
                 out.triggers.append(trigger)
+            self._invalid[i] = not verdict.valid
             self._settled[i] = (
                 rt.raw == AlarmSeverity.NONE and rt.filter.current == AlarmSeverity.NONE and not rt.filter.since_us
                 and rt.state.valid and rt.state.severity == AlarmSeverity.NONE and not rt.consequence.active
@@ -336,6 +338,7 @@ class AlarmEngine:
         (those start afresh rather than keep the service from starting)."""
         report = RestoreReport()
         self._settled[:] = False
+        self._invalid[:] = False
         for alarm_id, data in saved.items():
             rt = self.alarms.get(alarm_id)
             if rt is None:
@@ -382,6 +385,7 @@ class AlarmEngine:
         self.value[ids[newer]] = value[newer]
         self.ts_us[ids[newer]] = ts[newer]
         self.quality[ids[newer]] = quality[newer]
+        self._invalid[self._rules_reading(ids[newer])] = False
 
     def last_evaluated(self) -> datetime:
         return from_us(self._last_us)

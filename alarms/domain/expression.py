@@ -7,8 +7,15 @@ import math
 import operator
 from collections.abc import Callable, Mapping
 
+import numpy as np
+import numpy.typing as npt
+
 Env = Mapping[str, float]
 Node = Callable[[Env], float]
+Column = npt.NDArray[np.float64]
+Columns = Mapping[str, Column]
+# A node over columns; it ORs into the mask the rows where a step was not finite.
+ColumnNode = Callable[[Columns, npt.NDArray[np.bool_]], Column]
 
 _BINARY: dict[type[ast.operator], Callable[[float, float], float]] = {
     ast.Add: operator.add,
@@ -30,6 +37,23 @@ _FUNCTIONS: dict[str, Callable[..., float]] = {
     "max": max,
     "sqrt": math.sqrt,
     "hypot": math.hypot,
+}
+# (fewest, most) arguments: checked when parsing, so a bad call never reaches the supervisor as a TypeError.
+_ARITY: dict[str, tuple[int, int | None]] = {"abs": (1, 1), "min": (2, None), "max": (2, None), "sqrt": (1, 1),
+                                             "hypot": (1, None)}
+_NP_BINARY: dict[type[ast.operator], Callable[[Column, Column], Column]] = {
+    ast.Add: np.add,
+    ast.Sub: np.subtract,
+    ast.Mult: np.multiply,
+    ast.Div: np.divide,
+}
+_NP_COMPARE: dict[type[ast.cmpop], Callable[[Column, Column], npt.NDArray[np.bool_]]] = {
+    ast.Lt: np.less,
+    ast.LtE: np.less_equal,
+    ast.Gt: np.greater,
+    ast.GtE: np.greater_equal,
+    ast.Eq: np.equal,
+    ast.NotEq: np.not_equal,
 }
 MAX_LENGTH = 500
 
@@ -56,6 +80,19 @@ class Expression:
         self.names = frozenset(names)
         self.used: set[str] = set()
         self._root = self._compile(tree.body)
+        self._columns = self._compile_columns(tree.body)  # only nodes `_compile` accepted get here
+
+    def over_columns(self, columns: Columns, size: int) -> tuple[Column, npt.NDArray[np.bool_]]:
+        """The value row by row for columns of inputs, and the rows where it is uncertain.
+
+        A screen for many rules at once, not a substitute for `__call__`: where a step was not finite
+        (x/0, sqrt(-1), overflow) the scalar evaluation may give NaN or differ, so such rows are flagged.
+        """
+        uncertain = np.zeros(size, dtype=bool)
+        with np.errstate(all="ignore"):
+            value = np.broadcast_to(self._columns(columns, uncertain), (size,)).astype(np.float64)
+        uncertain |= ~np.isfinite(value)
+        return value, uncertain
 
     def __call__(self, env: Env) -> float:
         """The value for `env` (input name → value); a math error (x/0, sqrt(-1)) gives NaN."""
@@ -110,6 +147,10 @@ class Expression:
             and not node.keywords
             and node.args
         ):
+            fewest, most = _ARITY[node.func.id]
+            if len(node.args) < fewest or (most is not None and len(node.args) > most):
+                many = f"{fewest}" if fewest == most else f"at least {fewest}"
+                raise ExpressionError(f"expression {self.text!r}: {node.func.id}() takes {many} argument(s)")
             fn_call = _FUNCTIONS[node.func.id]
             args = [self._compile(a) for a in node.args]
             return lambda env: float(fn_call(*(a(env) for a in args)))
@@ -117,3 +158,71 @@ class Expression:
             f"expression {self.text!r}: {ast.unparse(node)!r} is not allowed "
             f"(use numbers, inputs, + - * /, comparisons, and/or/not, {'/'.join(_FUNCTIONS)})"
         )
+
+    def _compile_columns(self, node: ast.expr) -> ColumnNode:
+        """The same tree as `_compile`, over numpy columns (comparisons and logic give 1.0/0.0)."""
+        if isinstance(node, ast.Constant):
+            assert isinstance(node.value, int | float)  # `_compile` let only numbers through
+            value = float(node.value)
+            return lambda cols, bad: np.asarray(value)
+        if isinstance(node, ast.Name):
+            name = node.id
+            return lambda cols, bad: cols[name]
+        if isinstance(node, ast.BinOp):
+            fn, left, right = _NP_BINARY[type(node.op)], self._compile_columns(node.left), self._compile_columns(
+                node.right)
+            return lambda cols, bad: _checked(fn(left(cols, bad), right(cols, bad)), bad)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            inner = self._compile_columns(node.operand)
+            return lambda cols, bad: np.negative(inner(cols, bad))
+        if isinstance(node, ast.UnaryOp):
+            inner = self._compile_columns(node.operand)
+            return lambda cols, bad: np.where(inner(cols, bad) != 0, 0.0, 1.0)
+        if isinstance(node, ast.BoolOp):
+            parts = [self._compile_columns(v) for v in node.values]
+            join = np.logical_and if isinstance(node.op, ast.And) else np.logical_or
+
+            def logic(cols: Columns, bad: npt.NDArray[np.bool_]) -> Column:
+                truth = parts[0](cols, bad) != 0
+                for p in parts[1:]:
+                    truth = join(truth, p(cols, bad) != 0)
+                return np.where(truth, 1.0, 0.0)
+
+            return logic
+        if isinstance(node, ast.Compare):
+            first = self._compile_columns(node.left)
+            pairs = [(_NP_COMPARE[type(op)], self._compile_columns(c))
+                     for op, c in zip(node.ops, node.comparators, strict=True)]
+
+            def compare(cols: Columns, bad: npt.NDArray[np.bool_]) -> Column:
+                left = first(cols, bad)
+                truth = np.asarray(True)
+                for fn, right_node in pairs:
+                    right = right_node(cols, bad)
+                    truth = truth & fn(left, right)
+                    left = right
+                return np.where(truth, 1.0, 0.0)
+
+            return compare
+        assert isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+        args = [self._compile_columns(a) for a in node.args]
+        fname = node.func.id
+
+        def call(cols: Columns, bad: npt.NDArray[np.bool_]) -> Column:
+            values = [a(cols, bad) for a in args]
+            if fname == "abs":
+                return np.abs(values[0])
+            if fname == "sqrt":
+                return _checked(np.sqrt(values[0]), bad)
+            reduce = {"min": np.minimum, "max": np.maximum, "hypot": np.hypot}[fname]
+            out = np.abs(values[0]) if fname == "hypot" else values[0]
+            for v in values[1:]:
+                out = reduce(out, v)
+            return _checked(out, bad)
+
+        return call
+
+
+def _checked(value: Column, bad: npt.NDArray[np.bool_]) -> Column:
+    bad |= ~np.isfinite(value)
+    return value

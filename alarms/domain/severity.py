@@ -9,6 +9,8 @@ from typing import Any
 from skyops.records import AlarmSeverity
 
 LEVELS: tuple[AlarmSeverity, ...] = (AlarmSeverity.WARNING, AlarmSeverity.SERIOUS, AlarmSeverity.CRITICAL)
+_LEVEL_INTS: tuple[int, ...] = tuple(int(s) for s in LEVELS)
+_SEVERITIES: tuple[AlarmSeverity, ...] = tuple(sorted(AlarmSeverity))  # by value: _SEVERITIES[int(s)] is s
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,31 +68,45 @@ class SeverityFilter:
     # Per level: since when the raw severity has been at or above it / below it, without a break.
     since_us: dict[int, int] = field(default_factory=dict)
     below_us: dict[int, int] = field(default_factory=dict)
+    revision: int = 0  # grows with every change of the fields above: callers tell a change by it (not saved)
 
     def step(self, raw: AlarmSeverity, now_us: int) -> AlarmSeverity:
-        for sev in LEVELS:
-            if raw >= sev:
-                self.since_us.setdefault(int(sev), now_us)
-                self.below_us.pop(int(sev), None)
+        # Plain ints in the loops: this runs for every rule evaluated, and enum arithmetic is slow.
+        since, below = self.since_us, self.below_us
+        r = int(raw)
+        for s in _LEVEL_INTS:
+            if r >= s:
+                if s not in since:
+                    since[s] = now_us
+                    self.revision += 1
+                if below.pop(s, None) is not None:
+                    self.revision += 1
             else:
-                self.since_us.pop(int(sev), None)
-                self.below_us.setdefault(int(sev), now_us)
-        reached = AlarmSeverity.NONE
-        for sev in LEVELS:
-            start = self.since_us.get(int(sev))
-            if start is not None and now_us - start >= self.activation_us.get(sev, 0):
-                reached = sev
-        held = AlarmSeverity.NONE
-        for sev in LEVELS:
-            if reached < sev <= self.current:
-                below = self.below_us.get(int(sev))
-                if below is None or now_us - below < self.clear_us:
-                    held = sev
-        self.current = max(reached, held)
-        return self.current
+                if since.pop(s, None) is not None:
+                    self.revision += 1
+                if s not in below:
+                    below[s] = now_us
+                    self.revision += 1
+        reached = 0
+        for s in _LEVEL_INTS:
+            start = since.get(s)
+            if start is not None and now_us - start >= self.activation_us.get(_SEVERITIES[s], 0):
+                reached = s
+        held = 0
+        for s in range(reached + 1, int(self.current) + 1):
+            below_since = below.get(s)
+            if below_since is None or now_us - below_since < self.clear_us:
+                held = s
+        current = _SEVERITIES[max(reached, held)]
+        if current != self.current:
+            self.current = current
+            self.revision += 1
+        return current
 
     def forget_timers(self) -> None:
         """Input went invalid: what happened meanwhile is unknown, so delays start again."""
+        if self.since_us or self.below_us:
+            self.revision += 1
         self.since_us.clear()
         self.below_us.clear()
 
@@ -103,5 +119,6 @@ class SeverityFilter:
 
     def load(self, data: dict[str, Any]) -> None:
         self.current = AlarmSeverity(int(data["current"]))
+        self.revision += 1
         self.since_us = {int(k): int(v) for k, v in dict(data["since_us"]).items()}
         self.below_us = {int(k): int(v) for k, v in dict(data["below_us"]).items()}

@@ -9,6 +9,7 @@ from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from alarms.domain.expression import Expression
 from alarms.domain.severity import ThresholdHandler
 from skyops.messages import AzimuthSector
 from skyops.records import POINT_NAME, AlarmSeverity, Quality
@@ -141,6 +142,28 @@ class Verdict:
         return Verdict(AlarmSeverity.NONE, reason, valid=False)
 
 
+@dataclass(frozen=True, slots=True)
+class LevelCheck:
+    """A number a rule holds against levels, named so numpy can compute it for many rules at once: the
+    value of one input (`input`, an index into `Rule.inputs`), the silence of all inputs in seconds
+    (`silence`), or an expression over the inputs (`expression`, its names in the order of `Rule.inputs`)."""
+
+    handler: ThresholdHandler
+    input: int | None = None
+    silence: bool = False
+    expression: Expression | None = None
+    names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Screen:
+    """When a rule's verdict is surely a valid NONE: the `valid` inputs (indices into `Rule.inputs`) pass
+    `check_inputs`, and every check's number is short of every level (held severity NONE: no hysteresis)."""
+
+    valid: tuple[int, ...]
+    checks: tuple[LevelCheck, ...]
+
+
 C = TypeVar("C", bound=RuleConfig)
 
 
@@ -152,6 +175,7 @@ class Rule(ABC, Generic[C]):
     def __init__(self, config: C) -> None:
         self.config = config
         self.alarm_id = config.alarm_id
+        self.max_age_us = round(config.max_age_s * US_PER_S)
 
     @property
     @abstractmethod
@@ -162,11 +186,15 @@ class Rule(ABC, Generic[C]):
     def evaluate(self, readings: list[Reading | None], ctx: EvalContext, current: AlarmSeverity) -> Verdict:
         """The raw severity for these readings; `current` is the raw severity held so far (hysteresis)."""
 
+    def screen(self) -> Screen | None:
+        """How numpy can tell this rule is quiet without evaluating it; None: always evaluate it."""
+        return None
+
     def check_inputs(
         self, readings: list[Reading | None], ctx: EvalContext, points: tuple[str, ...] | None = None
     ) -> Verdict | None:
         """INVALID when an input is missing, of BAD quality, not a number, or older than max_age_s."""
-        max_age_us = round(self.config.max_age_s * US_PER_S)
+        max_age_us = self.max_age_us
         for point, r in zip(self.inputs if points is None else points, readings, strict=True):
             if r is None:
                 return Verdict.invalid(f"no sample of {point} yet")

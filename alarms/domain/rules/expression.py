@@ -8,7 +8,17 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from alarms.domain.expression import Expression, ExpressionError
-from alarms.domain.rules.base import EvalContext, PointName, Reading, Rule, RuleConfig, ThresholdLevels, Verdict
+from alarms.domain.rules.base import (
+    EvalContext,
+    LevelCheck,
+    PointName,
+    Reading,
+    Rule,
+    RuleConfig,
+    Screen,
+    ThresholdLevels,
+    Verdict,
+)
 from skyops.records import AlarmSeverity
 
 
@@ -40,6 +50,10 @@ class ExpressionRule(Rule[ExpressionConfig]):
     @property
     def inputs(self) -> tuple[str, ...]:
         return tuple(self.config.inputs[n] for n in self.names)
+
+    def screen(self) -> Screen:
+        check = LevelCheck(self.handler, expression=self.expression, names=self.names)
+        return Screen(valid=tuple(range(len(self.names))), checks=(check,))
 
     def evaluate(self, readings: list[Reading | None], ctx: EvalContext, current: AlarmSeverity) -> Verdict:
         bad = self.check_inputs(readings, ctx)

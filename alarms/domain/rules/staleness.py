@@ -6,7 +6,17 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from alarms.domain.rules.base import EvalContext, PointName, Reading, Rule, RuleConfig, ThresholdLevels, Verdict
+from alarms.domain.rules.base import (
+    EvalContext,
+    LevelCheck,
+    PointName,
+    Reading,
+    Rule,
+    RuleConfig,
+    Screen,
+    ThresholdLevels,
+    Verdict,
+)
 from skyops.records import AlarmSeverity
 from skyops.timeutil import US_PER_S
 
@@ -35,6 +45,9 @@ class StalenessRule(Rule[StalenessConfig]):
     @property
     def inputs(self) -> tuple[str, ...]:
         return self.config.points
+
+    def screen(self) -> Screen:
+        return Screen(valid=(), checks=(LevelCheck(self.handler, silence=True),))
 
     def evaluate(self, readings: list[Reading | None], ctx: EvalContext, current: AlarmSeverity) -> Verdict:
         seen = [r.ts_us for r in readings if r is not None]

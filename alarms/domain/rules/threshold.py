@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-from alarms.domain.rules.base import EvalContext, PointName, Reading, Rule, RuleConfig, ThresholdLevels, Verdict
+from alarms.domain.rules.base import (
+    EvalContext,
+    LevelCheck,
+    PointName,
+    Reading,
+    Rule,
+    RuleConfig,
+    Screen,
+    ThresholdLevels,
+    Verdict,
+)
 from skyops.records import AlarmSeverity
 
 
@@ -25,6 +35,9 @@ class ThresholdRule(Rule[ThresholdConfig]):
     @property
     def inputs(self) -> tuple[str, ...]:
         return (self.config.point,)
+
+    def screen(self) -> Screen:
+        return Screen(valid=(0,), checks=(LevelCheck(self.handler, input=0),))
 
     def evaluate(self, readings: list[Reading | None], ctx: EvalContext, current: AlarmSeverity) -> Verdict:
         bad = self.check_inputs(readings, ctx)

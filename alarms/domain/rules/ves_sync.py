@@ -6,7 +6,17 @@ from typing import Literal
 
 from pydantic import Field
 
-from alarms.domain.rules.base import EvalContext, PointName, Reading, Rule, RuleConfig, ThresholdLevels, Verdict
+from alarms.domain.rules.base import (
+    EvalContext,
+    LevelCheck,
+    PointName,
+    Reading,
+    Rule,
+    RuleConfig,
+    Screen,
+    ThresholdLevels,
+    Verdict,
+)
 from skyops.records import AlarmSeverity
 
 
@@ -29,6 +39,9 @@ class VesSyncRule(Rule[VesSyncConfig]):
     @property
     def inputs(self) -> tuple[str, ...]:
         return (self.config.failures_point, self.config.success_age_point)
+
+    def screen(self) -> Screen:
+        return Screen(valid=(0, 1), checks=(LevelCheck(self.failures, input=0), LevelCheck(self.age, input=1)))
 
     def evaluate(self, readings: list[Reading | None], ctx: EvalContext, current: AlarmSeverity) -> Verdict:
         bad = self.check_inputs(readings, ctx)

@@ -8,10 +8,12 @@ from pydantic import Field
 
 from alarms.domain.rules.base import (
     EvalContext,
+    LevelCheck,
     PointName,
     Reading,
     Rule,
     RuleConfig,
+    Screen,
     SeverityName,
     ThresholdLevels,
     Verdict,
@@ -51,6 +53,10 @@ class WindRestrictionRule(Rule[WindRestrictionConfig]):
     def inputs(self) -> tuple[str, ...]:
         c = self.config
         return (c.speed_point, c.direction_point) + ((c.azimuth_point,) if c.azimuth_point else ())
+
+    def screen(self) -> Screen:
+        # Below every speed level the verdict is NONE wherever the wind comes from or the telescope points.
+        return Screen(valid=(0, 1), checks=(LevelCheck(self.handler, input=0),))
 
     def evaluate(self, readings: list[Reading | None], ctx: EvalContext, current: AlarmSeverity) -> Verdict:
         # The telescope azimuth only sharpens the alarm: without it the restriction still holds.

@@ -20,7 +20,7 @@ from fakeredis.aioredis import FakeRedis
 from alarms.dispatcher import NotificationService
 from alarms.domain.notify import NotificationPolicy, Outbox
 from alarms.domain.state import AlarmState
-from alarms.notify import EmailSender, SmtpSettings, WebhookSender
+from alarms.notify import EmailSender, Sender, SmtpSettings, WebhookSender
 from skyops.records import AlarmSeverity
 from skyops.timeutil import US_PER_S, FakeClock, to_us
 
@@ -35,7 +35,8 @@ class Mailbox:
         self.messages: list[tuple[list[str], bytes]] = []
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        self.messages.append((list(envelope.rcpt_tos), bytes(envelope.content or b"")))
+        content = envelope.content or b""
+        self.messages.append((list(envelope.rcpt_tos), content.encode() if isinstance(content, str) else content))
         return "250 OK"
 
 
@@ -98,7 +99,7 @@ async def test_mail_and_webhook_with_a_retry_and_an_escalation(
         escalation_to=("chief@example.org",), escalation_delay_us=600 * US_PER_S,
     )
     async with httpx.AsyncClient(timeout=5) as http:
-        senders = {
+        senders: dict[str, Sender] = {
             "email": EmailSender(SmtpSettings(host="127.0.0.1", port=smtp_port, sender="skyops@example.org",
                                               timeout_s=5)),
             "webhook": WebhookSender(http),

@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 
 import pytest
 from fakeredis import FakeServer
-from fakeredis.aioredis import FakeRedis
 
 from skyops.bus import Bus
 from skyops.timeutil import FakeClock
+from tests.support.bus import embedded_bus, fake_server
 
 T0 = datetime(2026, 3, 1, 3, 0, tzinfo=UTC)
 
@@ -22,11 +22,10 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def server() -> FakeServer:
-    return FakeServer(version=(7, 0))
+    return fake_server()
 
 
 @pytest.fixture
 async def bus(server: FakeServer, clock: FakeClock) -> AsyncIterator[Bus]:
-    client = FakeRedis(server=server)
-    yield Bus(client, clock=clock)
-    await client.aclose()
+    async with embedded_bus(server, clock) as b:
+        yield b

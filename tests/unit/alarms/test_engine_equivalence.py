@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from alarms.domain.engine import AlarmEngine
@@ -45,8 +45,17 @@ def rules() -> list[RuleConfig]:
         ExpressionConfig(name="Expr", instance="E:1", guidance="g", inputs={"x": a, "y": c}, expression="x - y",
                          threshold=ThresholdLevels(levels=PerLevel(warning=5, critical=15)), max_age_s=40,
                          clear_delay_s=7),
+        # Same text and names as Expr: screened together as one group.
+        ExpressionConfig(name="Expr", instance="E:2", guidance="g", inputs={"x": b, "y": a}, expression="x - y",
+                         threshold=ThresholdLevels(levels=PerLevel(warning=-4), big_is_bad=False), max_age_s=40),
+        # Division by zero, square roots of negatives and hypot's rounding: the screen must defer to the rule.
+        ExpressionConfig(name="Odd", instance="E:3", guidance="g", inputs={"x": a, "y": b},
+                         expression="sqrt(x) / (y - 5) + hypot(x, y, 1) - min(x, y, 2)",
+                         threshold=ThresholdLevels(levels=PerLevel(warning=8, critical=20), hysteresis=1)),
         StalenessConfig(name="Quiet", instance="S:1", guidance="g", points=(b,),
                         silence_s=ThresholdLevels(levels=PerLevel(warning=15, serious=30))),
+        StalenessConfig(name="Quiet", instance="S:2", guidance="g", points=(a, c),
+                        silence_s=ThresholdLevels(levels=PerLevel(warning=10), hysteresis=3)),
         VesSyncConfig(name="Ves", instance="V:1", guidance="g", failures_point=a, success_age_point=b,
                       failures=ThresholdLevels(levels=PerLevel(warning=12)),
                       success_age_s=ThresholdLevels(levels=PerLevel(serious=25)), max_age_s=20),
@@ -56,13 +65,19 @@ def rules() -> list[RuleConfig]:
 
 step = st.tuples(
     st.integers(0, len(POINTS) - 1),
-    st.one_of(st.floats(-5, 30, allow_nan=False), st.none()),  # None: a BAD sample
+    # None: a BAD sample; the sampled integers and halves land exactly on levels.
+    st.one_of(st.floats(-5, 30, allow_nan=False), st.integers(-5, 30).map(float), st.none(),
+              st.sampled_from([4.5, 5.0, 9.5, 12.0, 14.5])),
     st.integers(1, 20),  # seconds to the next step
 )
 
 
 @settings(max_examples=150, deadline=None)
 @given(st.lists(step, min_size=1, max_size=60))
+# Odd settles at a valid NONE, then sqrt of a negative input must make it INVALID, not leave it quiet.
+@example([(0, 1.0, 1), (1, 1.0, 1), (2, 1.0, 1), (0, -1.0, 1)])
+# y = 5 divides by zero: the screen sees inf, the rule NaN.
+@example([(0, 1.0, 1), (1, 1.0, 1), (2, 1.0, 1), (1, 5.0, 1)])
 def test_vectorized_equals_full_evaluation(steps: list[tuple[int, float | None, int]]) -> None:
     fast = AlarmEngine([build_rule(r) for r in rules()], started=T0)
     full = AlarmEngine([build_rule(r) for r in rules()], started=T0, vectorized=False)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from alarms.domain.expression import Expression, ExpressionError
 
@@ -44,6 +47,9 @@ def test_allowed(text: str, env: dict[str, float], expected: float) -> None:
         ("max(t, key=td)", "not allowed"),
         ("pressure - 1", "unknown input 'pressure'"),
         ("t -", "not valid"),
+        ("min(t)", "takes at least 2"),
+        ("sqrt(t, td)", "takes 1"),
+        ("abs(t, td)", "takes 1"),
         ("t + " * 200 + "t", "limit"),
     ],
 )
@@ -55,3 +61,38 @@ def test_refused(text: str, problem: str) -> None:
 def test_math_errors_give_nan() -> None:
     assert math.isnan(Expression("t / td", NAMES)({"t": 1.0, "td": 0.0}))
     assert math.isnan(Expression("sqrt(t)", NAMES)({"t": -1.0}))
+
+
+COLUMN_CASES = [
+    "t - td",
+    "max(wind, gust * 0.8) - min(t, td, 3)",
+    "sqrt(t) / (td - 1) + hypot(wind, gust)",
+    "t > 0 and not (td < 0 or wind >= gust)",
+    "0 < t <= 5",
+    "-abs(t) * 2",
+]
+number = st.floats(-10, 10, allow_nan=False) | st.sampled_from([0.0, 1.0, 5.0, -1.0])
+
+
+@pytest.mark.parametrize("text", COLUMN_CASES)
+@given(rows=st.lists(st.tuples(number, number, number, number), min_size=1, max_size=20))
+def test_columns_agree_with_the_scalar_evaluation(text: str, rows: list[tuple[float, float, float, float]]) -> None:
+    """Row by row the column form gives the scalar value, or flags the row (never a different certain value)."""
+    expr = Expression(text, NAMES)
+    names = ("t", "td", "wind", "gust")
+    columns = {n: np.asarray([r[k] for r in rows]) for k, n in enumerate(names)}
+    value, uncertain = expr.over_columns(columns, len(rows))
+    for i, row in enumerate(rows):
+        scalar = expr(dict(zip(names, row, strict=True)))
+        if math.isnan(scalar):
+            assert uncertain[i]
+        elif not uncertain[i]:
+            assert value[i] == pytest.approx(scalar, rel=1e-12, abs=1e-12)
+
+
+def test_columns_flag_math_errors() -> None:
+    expr = Expression("t / td + sqrt(wind)", NAMES)
+    cols = {"t": np.array([1.0, 1.0, 1.0]), "td": np.array([2.0, 0.0, 1.0]), "wind": np.array([4.0, 4.0, -1.0])}
+    value, uncertain = expr.over_columns(cols, 3)
+    assert value[0] == 2.5
+    assert uncertain.tolist() == [False, True, True]

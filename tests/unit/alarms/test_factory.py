@@ -22,6 +22,7 @@ async def test_build_everything_from_the_environment(
     settings = AlarmSettings()
     supervisor = build_supervisor(bus, clock, settings=settings)
     assert "WindSpeed.ASM:1" in supervisor.engine.alarms
+    assert supervisor.engine.max_future_us == 60_000_000  # from the shipped file
     assert supervisor.store.mirror == tmp_path / "state.json"
     async with httpx.AsyncClient() as http:
         dispatcher = build_dispatcher(bus, SqliteArchive(":memory:"), clock, http, settings=settings)

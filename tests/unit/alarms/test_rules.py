@@ -61,7 +61,7 @@ def test_wind_restriction_holds_without_the_telescope_azimuth() -> None:
     verdict = WIND.evaluate(readings, CTX, S.NONE)
     assert verdict.severity == S.WARNING
     assert verdict.sector is not None
-    bad_az = [r("lasilla.asm.wind_speed", 13), r("lasilla.asm.wind_direction", 10),
+    bad_az: list[Reading | None] = [r("lasilla.asm.wind_speed", 13), r("lasilla.asm.wind_direction", 10),
               r("ntt.tcs.azimuth", math.nan, quality=Quality.BAD)]
     assert WIND.evaluate(bad_az, CTX, S.NONE).severity == S.WARNING
 

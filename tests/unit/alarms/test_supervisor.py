@@ -18,9 +18,9 @@ from alarms.api import AlarmService
 from alarms.commands import AlarmCommand, AlarmCommandError, CommandReply
 from alarms.config import AlarmsConfig
 from alarms.domain.state import AlarmStatus
-from alarms.factory import AlarmSettings, build_service, build_supervisor
+from alarms.factory import AlarmSettings, build_engine, build_service, build_supervisor
 from alarms.store import AlarmStateStore
-from alarms.supervisor import AlarmSupervisor
+from alarms.supervisor import AlarmSupervisor, SupervisorOptions
 from skyops import codec, streams
 from skyops.bus import PAYLOAD_FIELD, Bus, Entry, StreamRetention
 from skyops.errors import BackendUnavailableError
@@ -106,6 +106,33 @@ async def test_a_corrupt_entry_is_skipped_and_the_rest_handled(bus: Bus, supervi
     assert await supervisor.samples.run_once() == 2
     assert supervisor.bad_payloads == 1
     assert await events(bus) == [("Humidity.ASM:1", "raise", AlarmSeverity.WARNING)]
+
+
+async def test_a_backlog_is_evaluated_in_chunks_whose_events_leave_one_by_one(bus: Bus, clock: FakeClock) -> None:
+    options = SupervisorOptions(chunk_samples=2)
+    sup = AlarmSupervisor(build_engine(CONFIG, clock), bus, AlarmStateStore(bus.redis), clock, options)
+    await sup.start()
+    humidity = "lasilla.asm.humidity"
+    await publish(bus, Sample(humidity, T0, 95.0), Sample(humidity, T0 + timedelta(seconds=1), 96.0))
+    await publish(bus, Sample(humidity, T0 + timedelta(seconds=2), 50.0))
+    assert await sup.samples.run_once() == 2
+    # The spike of the first entry is an alarm of its own, even though the second entry already cleared it.
+    per_entry = [[(e.action, e.severity) for e in codec.decode_alarm_events(p)]
+                 for p in await payloads(bus, streams.ALARM_EVENTS)]
+    assert per_entry == [[("raise", AlarmSeverity.CRITICAL)], [("clear", AlarmSeverity.NONE)]]
+
+
+async def test_samples_from_a_wrong_clock_are_refused_and_logged(
+    bus: Bus, supervisor: AlarmSupervisor, caplog: pytest.LogCaptureFixture
+) -> None:
+    await publish(bus, Sample("lasilla.asm.humidity", T0 + timedelta(days=1), 95.0),
+                  Sample("lasilla.asm.wind_speed", T0, 3.0))
+    with caplog.at_level("WARNING", logger="alarms.supervisor"):
+        assert await supervisor.samples.run_once() == 1
+    assert supervisor.future_samples == 1
+    assert "1 samples dated more than 0:01:00 ahead" in caplog.text
+    assert "lasilla.asm.humidity" in caplog.text
+    assert ("Humidity.ASM:1", "raise", AlarmSeverity.CRITICAL) not in await events(bus)
 
 
 async def test_tick_makes_stale_input_invalid(bus: Bus, supervisor: AlarmSupervisor, clock: FakeClock) -> None:
