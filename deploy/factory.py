@@ -36,6 +36,7 @@ from skyops.records import LogRecord
 from skyops.settings import Settings
 from skyops.streams import LOG_RECORDS
 from skyops.timeutil import Clock, SystemClock
+from ves_sync.store import VesSyncStore
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +98,10 @@ async def build_hmi_services(platform: Platform) -> tuple[HmiServices, str | Non
 
     live = LiveFeeds.on(platform.bus)
     alarm_service = build_alarm_service(platform.bus, platform.archive, platform.clock)
+    site = load_site()
     return HmiServices(auth=auth, clock=platform.clock, audit=audit, archive=platform.archive, live=live,
-                       alarms=alarm_service), password
+                       alarms=alarm_service, bus=platform.bus, obs=ObStore(sessions, site=site), site=site,
+                       ves=VesSyncStore(sessions)), password
 
 
 def build_marshall(platform: Platform) -> APIRouter | None:

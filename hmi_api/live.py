@@ -20,7 +20,7 @@ from skyops.bus import Bus, Entry
 from skyops.codec import decode_alarm_events, decode_logs, decode_samples
 from skyops.errors import BackendUnavailableError, CodecError
 from skyops.messages import PlanEvent, decode_plan_event
-from skyops.records import AlarmEvent, LogRecord, Quality, SampleBatch, Value
+from skyops.records import AlarmEvent, LogRecord, Quality, SampleBatch, Value, ValueKind
 from skyops.streams import ALARM_EVENTS, LOG_RECORDS, MON_SAMPLES, PLAN_EVENTS
 
 log = logging.getLogger(__name__)
@@ -162,11 +162,17 @@ def latest_per_point(batch: SampleBatch) -> dict[str, LatestValue]:
     b = batch.dedupe_sorted()
     idx = b.point_idx
     last = np.r_[np.flatnonzero(idx[1:] != idx[:-1]), len(b) - 1]
-    return {
-        b.points[int(idx[i])]: LatestValue(b.points[int(idx[i])], int(b.ts_us[i]), b.value_at(i),
-                                           Quality(int(b.quality[i])))
-        for i in last.tolist()
-    }
+    # Columns first (numpy), Python objects only for the few values that are not floats.
+    values: list[Value] = b.bits[last].view(np.float64).tolist()
+    for j in np.flatnonzero(b.kind[last] != ValueKind.FLOAT).tolist():
+        values[j] = b.value_at(int(last[j]))
+    names = [b.points[i] for i in idx[last].tolist()]
+    qualities = [_QUALITY[q] for q in b.quality[last].tolist()]
+    return {name: LatestValue(name, ts, value, quality)
+            for name, ts, value, quality in zip(names, b.ts_us[last].tolist(), values, qualities, strict=True)}
+
+
+_QUALITY = {int(q): q for q in Quality}
 
 
 class SampleHub:
@@ -248,6 +254,8 @@ class LiveFeeds:
     logs: StreamTap[LogRecord]
     samples: SampleHub
     plans: StreamTap[PlanEvent]
+    # One GraphQL execution and one JSON encoding per event for all identical subscriptions (off: per subscriber).
+    shared_fanout: bool = True
 
     @classmethod
     def on(cls, bus: Bus, *, block_ms: int = 1000) -> LiveFeeds:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter as Tally
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from pydantic import ValidationError
 
+from hmi_api.planops import replan_seconds
+from skyops.bus import Bus
 from skyops.errors import SkyopsError
+from skyops.messages import decode_plan_event
 from skyops.streams import ALARM_EVENTS, LOG_RECORDS, MON_SAMPLES, PLAN_EVENTS, PLAN_TRIGGERS
 
 if TYPE_CHECKING:
@@ -25,6 +30,8 @@ GROUPS: Mapping[str, Sequence[str]] = {
     PLAN_TRIGGERS: ("planner",),
     PLAN_EVENTS: ("ves_sync",),
 }
+# Re-plans take from well under a second (a dome closing) to tens of seconds (a full night on a busy host).
+REPLAN_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)
 VES_HEALTH = ("skyops.ves_sync.last_success_age_s", "skyops.ves_sync.consecutive_failures", "skyops.ves_sync.lag_s")
 
 
@@ -44,11 +51,50 @@ class Metrics:
                                    registry=self.registry)
         self.ves_health = Gauge("skyops_ves_sync_health", "VES-sync health points (latest values)", ["point"],
                                 registry=self.registry)
+        self.plans = Counter("skyops_plans_published", "Night plans published, by what caused them",
+                             ["cause"], registry=self.registry)
+        self.replan_seconds = Histogram("skyops_replan_duration_seconds",
+                                        "From a re-plan trigger to its published plan", ["cause"],
+                                        buckets=REPLAN_BUCKETS, registry=self.registry)
+        self.ves_sync_ok = Gauge("skyops_ves_sync_ok", "1 when the last VES sync succeeded, 0 after failures",
+                                 registry=self.registry)
+        self.ves_last_change = Gauge("skyops_ves_last_change_timestamp_seconds",
+                                     "When the VES sync last changed the operator's VES", registry=self.registry)
+        self._plan_position: str | None = None
         self.refresh_failures = Counter("skyops_metrics_refresh_failures", "Metric refreshes that failed",
                                         ["part"], registry=self.registry)
 
+    async def observe_plans(self, bus: Bus) -> int:
+        """Count plans published since the last call and how long their re-plans took; returns how many.
+
+        The first call only notes where the stream ends: a restart must not count old plans again.
+        """
+        if self._plan_position is None:
+            self._plan_position = await bus.last_id(PLAN_EVENTS)
+            return 0
+        entries = await bus.range_after(PLAN_EVENTS, self._plan_position, count=1000)
+        for entry in entries:
+            self._plan_position = entry.id
+            try:
+                event = decode_plan_event(entry.payload)
+            except ValidationError:
+                continue  # the consumers of plan.events report undecodable entries
+            cause = event.trigger.kind if event.trigger else "scheduled"
+            self.plans.labels(cause=cause).inc()
+            seconds = replan_seconds(event)
+            if seconds is not None:
+                self.replan_seconds.labels(cause=cause).observe(seconds)
+        return len(entries)
+
     async def refresh(self, services: HmiServices) -> None:
         """Read bus, live-feed, alarm and VES-sync state; a part that fails is counted, the rest still refresh."""
+        bus = services.bus or (services.live.alarms.bus if services.live is not None else None)
+        if bus is not None:
+            try:
+                await self.observe_plans(bus)
+            except SkyopsError as exc:
+                self.refresh_failures.labels(part="plans").inc()
+                log.warning("metrics: plan events unavailable: %s", exc)
         if services.live is not None:
             live = services.live
             for feed, n in (("alarms", live.alarms.subscribers), ("logs", live.logs.subscribers),
@@ -81,6 +127,17 @@ class Metrics:
                 for point, sample in latest.items():
                     if isinstance(sample.value, int | float) and not isinstance(sample.value, bool):
                         self.ves_health.labels(point=point).set(float(sample.value))
+                failures = latest.get("skyops.ves_sync.consecutive_failures")
+                if failures is not None and isinstance(failures.value, int | float):
+                    self.ves_sync_ok.set(1.0 if failures.value == 0 else 0.0)
             except Exception as exc:
                 self.refresh_failures.labels(part="ves_sync").inc()
                 log.warning("metrics: VES-sync health unavailable: %s", exc)
+        if services.ves is not None:
+            try:
+                newest = await asyncio.to_thread(services.ves.history, limit=1)
+                if newest:
+                    self.ves_last_change.set(newest[0].ts.timestamp())
+            except Exception as exc:  # the VES-sync store is another service's; report, don't fail
+                self.refresh_failures.labels(part="ves_history").inc()
+                log.warning("metrics: VES history unavailable: %s", exc)

@@ -35,6 +35,7 @@ class Planner:
             await asyncio.gather(
                 self.service.consumer(consumer=consumer).run(stop),
                 self.service.samples_consumer(consumer=consumer).run(stop),
+                self.service.p2_consumer(consumer=consumer).run(stop),
             )
         finally:
             self.jobs.shutdown(wait=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from zoneinfo import ZoneInfo
 
@@ -54,9 +55,13 @@ def build_jobs(
     return scheduler
 
 
-def _log_morning_report(service: PlannerService) -> None:
+async def _log_morning_report(service: PlannerService) -> None:
     summary = service.morning_report()
     if summary is None:
         log.info("morning report: last night was not planned")
-        return
-    log.info("morning report %s: %s", summary.night, summary.as_dict())
+    else:
+        log.info("morning report %s, as planned: %s", summary.night, summary.as_dict())
+    # What was executed (recorded in P2 or seen on the telescope), which is what management reads.
+    executed = await asyncio.to_thread(service.executed_report)
+    if executed is not None:
+        log.info("morning report %s, as executed: %s", executed.start.date().isoformat(), executed.as_dict())

@@ -27,13 +27,15 @@ def dark_hours(site: SiteConfig, first: date, last: date, *, config: SchedulerCo
     return total_min / 60.0
 
 
-def build_report(store: ObStore, site: SiteConfig, first: date, last: date) -> PeriodReport:
+def build_report(store: ObStore, site: SiteConfig, first: date, last: date, *,
+                 config: SchedulerConfig | None = None) -> PeriodReport:
     """The report of the nights `first`..`last`, from noon before the first to noon after the last."""
     if last < first:
         raise ValueError(f"--to {last.isoformat()} is before --from {first.isoformat()}")
     start = local_noon_utc(site, first)
     end = local_noon_utc(site, last) + timedelta(days=1)
-    return period_report(store.report_records(), start=start, end=end, dark_hours=dark_hours(site, first, last))
+    dark = dark_hours(site, first, last, config=config)
+    return period_report(store.report_records(), start=start, end=end, dark_hours=dark)
 
 
 def write_report(report: PeriodReport, out_dir: Path, *, stem: str = "report") -> list[Path]:

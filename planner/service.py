@@ -14,18 +14,29 @@ from typing import Any
 from pydantic import ValidationError
 
 from planner.config import SchedulerConfig, SiteConfig
-from planner.domain.execution import ExecutionEvent, ExecutionTracker, Outcome
+from planner.domain.execution import ExecutionEvent, ExecutionTracker, ObResolver, Outcome, p2_outcome
 from planner.domain.night import NightGrid
 from planner.domain.observability import ObRequest, priority_weight
 from planner.domain.replan import NightPlanner, PlanOutcome, UnknownObError
+from planner.domain.reports import PeriodReport
 from planner.domain.scheduler import Block
 from planner.ephemeris import compute_night
-from planner.store import LIVE_STATES, ObPublic, ObState, ObStore
+from planner.reports import build_report
+from planner.store import LIVE_STATES, ObPublic, ObStore
 from skyops.bus import Bus, Entry, StreamConsumer, StreamRetention
 from skyops.codec import decode_samples
 from skyops.errors import CodecError, NotFoundError
-from skyops.messages import PlanEvent, PlannedBlock, PlanTrigger, decode_plan_trigger
-from skyops.streams import MON_SAMPLES, PLAN_EVENTS, PLAN_TRIGGERS
+from skyops.messages import (
+    P2ObLinked,
+    P2ObStatus,
+    P2ObUpdate,
+    PlanEvent,
+    PlannedBlock,
+    PlanTrigger,
+    decode_p2_ob_update,
+    decode_plan_trigger,
+)
+from skyops.streams import MON_SAMPLES, P2_OBS, PLAN_EVENTS, PLAN_TRIGGERS
 from skyops.timeutil import Clock, require_utc
 
 log = logging.getLogger(__name__)
@@ -78,6 +89,7 @@ class PlannerService:
         triggers_stream: str = PLAN_TRIGGERS,
         events_stream: str = PLAN_EVENTS,
         samples_stream: str = MON_SAMPLES,
+        p2_stream: str = P2_OBS,
     ) -> None:
         self._bus = bus
         self._site = site
@@ -90,7 +102,10 @@ class PlannerService:
         self._triggers_stream = triggers_stream
         self._events_stream = events_stream
         self._samples_stream = samples_stream
+        self._p2_stream = p2_stream
         self._tracker = ExecutionTracker()
+        self._links_loaded = False
+        self.undecodable_p2 = 0
         self._planners: dict[str, NightPlanner] = {}
         self._revision: dict[str, int] = {}
         self.published: list[PlanEvent] = []
@@ -157,6 +172,7 @@ class PlannerService:
 
     async def handle_samples(self, entries: list[Entry]) -> list[ExecutionEvent]:
         """Stream handler for `mon.samples`: OB states follow the exposure points of the telescope."""
+        self._load_links()
         events: list[ExecutionEvent] = []
         for entry in entries:
             try:
@@ -177,21 +193,111 @@ class PlannerService:
     async def _handle_samples(self, entries: list[Entry]) -> None:
         await self.handle_samples(entries)
 
+    @property
+    def resolver(self) -> ObResolver:
+        """P2 OB id → planner OB id, as the VES sync announced them (loaded from the store on first use)."""
+        self._load_links()
+        return self._tracker.resolver
+
+    def _load_links(self) -> None:
+        if self._links_loaded or self._store is None:
+            return
+        for p2_ob_id, ob_id in self._store.p2_links().items():
+            self._tracker.resolver.link(ob_id=ob_id, p2_ob_id=p2_ob_id)
+        self._links_loaded = True
+
     def _apply_execution(self, event: ExecutionEvent) -> None:
-        state = {Outcome.OBSERVED: ObState.OBSERVED, Outcome.FAILED: ObState.FAILED}.get(event.outcome)
-        if state is None:
+        """An execution seen on the telescope's points.
+
+        For an OB the VES sync put in P2, P2's record of the execution (on `p2.obs`) is the source of truth
+        for the OB store: the points only update tonight's plan at once, so a re-plan does not place the OB
+        again. An OB with no P2 link has no other witness, so its points move it in the store.
+        """
+        if event.outcome is Outcome.STARTED:
             log.info("OB %d started at %s", event.ob_id, event.ts.isoformat())
             return
-        if self._store is not None:
-            try:
-                self._store.set_state(ob_id=event.ob_id, state=state, now=event.ts, actor="telescope")
-            except NotFoundError:
-                log.warning("the telescope executed OB %d, which the OB store does not hold", event.ob_id)
-        planner = self._planners.get(night_of(self._site, event.ts).isoformat())
-        if planner is not None and state is ObState.OBSERVED:
+        if event.p2_ob_id is None:
+            self._record(event.ob_id, event.outcome, event.ts, actor="telescope")
+        if event.outcome is Outcome.OBSERVED:
+            self._mark_observed(event.ob_id, event.ts)
+
+    def _record(self, ob_id: int, outcome: Outcome, ts: datetime, *, actor: str) -> None:
+        if self._store is None:
+            return
+        try:
+            changed = self._store.record_execution(ob_id=ob_id, outcome=outcome, now=ts, actor=actor)
+        except NotFoundError:
+            log.warning("OB %d was %s, but the OB store does not hold it", ob_id, outcome.value)
+            return
+        if changed is not None:
+            log.info("OB %d %s (%s): now %s", ob_id, outcome.value, actor, changed.state.value)
+
+    def _mark_observed(self, ob_id: int, ts: datetime) -> None:
+        planner = self._planners.get(night_of(self._site, ts).isoformat())
+        if planner is not None:
             # An OB outside tonight's plan (e.g. taken by hand from the VES) has nothing to update there.
             with contextlib.suppress(UnknownObError):
-                planner.mark_observed(str(event.ob_id))
+                planner.mark_observed(str(ob_id))
+
+    async def handle_p2_entries(self, entries: list[Entry]) -> list[P2ObUpdate]:
+        """Stream handler for `p2.obs`: links go to the store and the resolver, P2 executions move OB states.
+
+        Every write is idempotent, so a redelivered entry or a status reported twice changes nothing; a store
+        failure raises, leaving the entries pending for a retry. Bad payloads are logged and skipped.
+        """
+        self._load_links()
+        applied: list[P2ObUpdate] = []
+        for entry in entries:
+            try:
+                update = decode_p2_ob_update(entry.payload)
+            except ValidationError as exc:
+                self.undecodable_p2 += 1
+                log.error("P2 OB update %s refused: %s", entry.id, exc.errors(include_url=False)[:3])
+                continue
+            if not update.ob_id.isdigit():
+                log.info("P2 OB %d is linked to %r, which is not a planner OB id; ignored", update.p2_ob_id,
+                         update.ob_id)
+                continue
+            if isinstance(update, P2ObLinked):
+                self._link(update)
+            else:
+                self._p2_status(update)
+            applied.append(update)
+        return applied
+
+    def p2_consumer(self, *, consumer: str = "planner-1", group: str = "planner-p2") -> StreamConsumer:
+        return StreamConsumer(
+            self._bus, stream=self._p2_stream, group=group, consumer=consumer, handler=self._handle_p2_entries
+        )
+
+    async def _handle_p2_entries(self, entries: list[Entry]) -> None:
+        await self.handle_p2_entries(entries)
+
+    def _link(self, update: P2ObLinked) -> None:
+        ob_id = int(update.ob_id)
+        if self._store is not None:
+            try:
+                self._store.record_p2_link(ob_id=ob_id, p2_ob_id=update.p2_ob_id, p2_version=update.p2_version,
+                                           now=update.ts, actor="ves_sync")
+            except NotFoundError:
+                log.warning("P2 OB %d is linked to OB %d, which the OB store does not hold", update.p2_ob_id, ob_id)
+                return
+        self._tracker.resolver.link(ob_id=ob_id, p2_ob_id=update.p2_ob_id)
+
+    def _p2_status(self, update: P2ObStatus) -> None:
+        ob_id = int(update.ob_id)
+        self._tracker.resolver.link(ob_id=ob_id, p2_ob_id=update.p2_ob_id)
+        outcome = p2_outcome(update.status, update.previous)
+        if outcome is None:
+            log.info("P2 OB %d (OB %d) is now %r (was %r): not an execution", update.p2_ob_id, ob_id,
+                     update.status, update.previous)
+            return
+        if outcome is Outcome.STARTED:
+            log.info("P2 OB %d (OB %d) started", update.p2_ob_id, ob_id)
+            return
+        self._record(ob_id, outcome, update.ts, actor="p2")
+        if outcome is Outcome.OBSERVED:
+            self._mark_observed(ob_id, update.ts)
 
     def auto_clean(self) -> list[ObPublic]:
         """The daily autoCleanOBs job."""
@@ -204,6 +310,14 @@ class PlannerService:
     async def afternoon_plan(self) -> PlanEvent:
         """The afternoon job: plan the coming night."""
         return await self.plan_night(night_of(self._site, self._clock.now()), reason="afternoon plan")
+
+    def executed_report(self, night: date | None = None) -> PeriodReport | None:
+        """What the telescope executed in the night that just ended (default), from the OB store: the duty
+        cycle and transient hits as P2 and the telescope recorded them, not as planned. None without a store."""
+        if self._store is None:
+            return None
+        night = night or night_of(self._site, self._clock.now() - timedelta(hours=12))
+        return build_report(self._store, self._site, night, night, config=self._config)
 
     def morning_report(self, night: date | None = None) -> NightSummary | None:
         """The morning job: the summary of the night that just ended (None if it was never planned)."""

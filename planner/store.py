@@ -13,6 +13,7 @@ from sqlalchemy import JSON, CheckConstraint, Double, Enum, ForeignKey, Index, I
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from planner.config import SiteConfig
+from planner.domain.execution import Outcome, next_state
 from planner.domain.observability import Constraints, ObRequest, Twilight
 from planner.domain.reports import ObRecord
 from skyops.errors import ConflictError, NotFoundError
@@ -197,6 +198,26 @@ class ObCreate(BaseModel):
     time_share: TimeShare
     mid: int | None = Field(default=None, gt=0)
     setup: dict[str, str | float | int | bool] = Field(default_factory=dict)
+    expires_at: AwareDatetime | None = None
+
+
+class ObUpdate(BaseModel):
+    """Changes to an OB from the science team; omitted fields stay as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name | None = None
+    target_name: Name | None = None
+    ra_deg: RaDeg | None = None
+    dec_deg: DecDeg | None = None
+    magnitude: Magnitude | None = None
+    exposure_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    priority: int | None = Field(default=None, ge=1, le=10)
+    max_airmass: float | None = Field(default=None, ge=1, le=10)
+    twilight: Twilight | None = None
+    min_moon_separation_deg: float | None = Field(default=None, ge=0, le=180)
+    max_moon_illumination: float | None = Field(default=None, ge=0, le=1)
+    max_seeing_arcsec: float | None = Field(default=None, gt=0, le=10)
     expires_at: AwareDatetime | None = None
 
 
@@ -420,6 +441,27 @@ class ObStore:
                 raise NotFoundError(f"OB {ob_id} is already deleted")
             return self._change(session, row, {"state": ObState.DELETED}, now=now, actor=actor, action="deleted")
 
+    def update_ob(self, *, ob_id: int, data: ObUpdate, now: datetime, actor: str,
+                  expected_version: int | None = None) -> ObPublic:
+        """Edit a live OB; with `expected_version`, refused if someone changed it since it was read."""
+        now = require_utc(now, what="now")
+        changes = data.model_dump(exclude_none=True)
+        if not changes:
+            raise ValueError("nothing to change: name at least one field")
+        if "expires_at" in changes:
+            changes["expires_at"] = require_utc(changes["expires_at"], what="expires_at")
+        with self._sessions.begin() as session:
+            row = self._require(session, ob_id)
+            if row.state not in LIVE_STATES:
+                raise ConflictError(f"OB {ob_id} is {row.state.value}: only queued or scheduled OBs can be edited")
+            if expected_version is not None and row.version != expected_version:
+                raise ConflictError(f"OB {ob_id} changed since it was read (version {row.version}, "
+                                    f"not {expected_version}): reload it and edit again")
+            if "dec_deg" in changes or "max_airmass" in changes:
+                self._require_observable(changes.get("dec_deg", row.dec_deg),
+                                         changes.get("max_airmass", row.max_airmass))
+            return self._change(session, row, changes, now=now, actor=actor, action="edited")
+
     # --- the rest of the platform --------------------------------------------------------------
 
     def set_state(self, *, ob_id: int, state: ObState, now: datetime, actor: str) -> ObPublic:
@@ -490,6 +532,48 @@ class ObStore:
                 )
                 for row in rows
             ]
+
+    # --- executions and P2 links (fed by the telescope's points and the VES sync) ---------------
+
+    def record_execution(self, *, ob_id: int, outcome: Outcome, now: datetime, actor: str) -> ObPublic | None:
+        """Move the OB as an execution `outcome` says (`planner.domain.execution.next_state`), in one transaction.
+
+        None when the outcome changes nothing (already observed, a replayed or twice-reported execution, an
+        expired or deleted OB), so the same execution is counted once whichever path reports it.
+        """
+        now = require_utc(now, what="now")
+        with self._sessions.begin() as session:
+            row = self._require(session, ob_id)
+            state = next_state(row.state.value, outcome)
+            if state is None:
+                return None
+            return self._change(session, row, {"state": ObState(state)}, now=now, actor=actor,
+                                action=f"execution_{outcome.value}")
+
+    def record_p2_link(self, *, ob_id: int, p2_ob_id: int, p2_version: str, now: datetime,
+                       actor: str) -> ObPublic | None:
+        """OB `ob_id` is P2 OB `p2_ob_id` at `p2_version`; None if that was already known (nothing written).
+
+        Another OB that held `p2_ob_id` loses it (P2 ids are unique; the VES sync moved the link).
+        """
+        now = require_utc(now, what="now")
+        with self._sessions.begin() as session:
+            row = self._require(session, ob_id)
+            if row.p2_ob_id == p2_ob_id and row.p2_version == p2_version:
+                return None
+            others = session.scalars(select(ObservingBlock).where(ObservingBlock.p2_ob_id == p2_ob_id,
+                                                                   ObservingBlock.id != ob_id)).all()
+            for other in others:
+                self._change(session, other, {"p2_ob_id": None, "p2_version": None}, now=now, actor=actor,
+                             action="p2_unlinked")
+            return self._change(session, row, {"p2_ob_id": p2_ob_id, "p2_version": p2_version}, now=now,
+                                actor=actor, action="p2_synced")
+
+    def p2_links(self) -> dict[int, int]:
+        """P2 OB id → planner OB id, for every OB the VES sync has put in P2."""
+        query = select(ObservingBlock.p2_ob_id, ObservingBlock.id).where(ObservingBlock.p2_ob_id.is_not(None))
+        with self._sessions() as session:
+            return {p2: ob for p2, ob in session.execute(query) if p2 is not None}
 
     # --- internals -----------------------------------------------------------------------------
 

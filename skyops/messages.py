@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from skyops.timeutil import require_utc
 
@@ -45,9 +46,9 @@ class AzimuthSector(BaseModel):
 
 
 class PlanTrigger(Message):
-    """Why the rest of the night must be re-planned: an alarm consequence starting or ending, or a ToO."""
+    """Why the rest of the night must be re-planned: an alarm consequence starting or ending, a ToO, or a person."""
 
-    kind: Literal["consequence", "too"]
+    kind: Literal["consequence", "too", "manual"]
     ts: UtcDatetime
     reason: str = Field(min_length=1, max_length=500)
     # kind == "consequence"
@@ -58,6 +59,8 @@ class PlanTrigger(Message):
     seeing_limit_arcsec: float | None = Field(default=None, gt=0)
     # kind == "too"
     ob_id: str | None = None
+    # kind == "manual": who asked (an HMI user), so the plan and the VES history say who changed them
+    user: str | None = Field(default=None, min_length=1, max_length=64)
 
     @model_validator(mode="after")
     def _complete(self) -> PlanTrigger:
@@ -68,8 +71,10 @@ class PlanTrigger(Message):
                 raise ValueError("an active pointing restriction carries its forbidden sector")
             if self.active and self.consequence is ConsequenceKind.SEEING_LIMIT and self.seeing_limit_arcsec is None:
                 raise ValueError("an active seeing limit carries its limit in arcsec")
-        elif self.ob_id is None:
+        elif self.kind == "too" and self.ob_id is None:
             raise ValueError("a ToO trigger names the OB to observe first")
+        elif self.kind == "manual" and self.user is None:
+            raise ValueError("a manual trigger names the user who asked for it")
         return self
 
 
@@ -112,3 +117,45 @@ def decode_plan_event(payload: bytes) -> PlanEvent:
     return PlanEvent.model_validate_json(payload)
 
 
+
+
+# P2 OB ids are positive 32-bit integers (the emulator's and P2's), so a bad one is refused at decode.
+P2ObId = Annotated[int, Field(gt=0, lt=2**31)]
+OwnObId = Annotated[str, Field(min_length=1, max_length=100)]
+
+
+class P2ObLinked(Message):
+    """The VES sync created or updated planner OB `ob_id` in P2 as `p2_ob_id`, now at `p2_version` (its ETag)."""
+
+    kind: Literal["link"] = "link"
+    ob_id: OwnObId
+    p2_ob_id: P2ObId
+    p2_version: str = Field(max_length=200)
+    ts: UtcDatetime
+
+
+class P2ObStatus(Message):
+    """The VES sync saw P2 OB `p2_ob_id` (planner OB `ob_id`) move from status `previous` to `status` by `ts`.
+
+    Statuses are P2's letters: '+' ready, 'S' started, 'X' executed, 'A' aborted, 'P' in preparation…
+    """
+
+    kind: Literal["status"] = "status"
+    ob_id: OwnObId
+    p2_ob_id: P2ObId
+    status: str = Field(min_length=1, max_length=4)
+    previous: str = Field(default="", max_length=4)
+    ts: UtcDatetime
+
+
+P2ObUpdate = P2ObLinked | P2ObStatus
+
+
+@functools.cache
+def _p2_ob_update_adapter() -> TypeAdapter[P2ObUpdate]:
+    return TypeAdapter(Annotated[P2ObUpdate, Field(discriminator="kind")])
+
+
+def decode_p2_ob_update(payload: bytes) -> P2ObUpdate:
+    """A `P2ObLinked` or a `P2ObStatus`, told apart by `kind`; anything else raises `pydantic.ValidationError`."""
+    return _p2_ob_update_adapter().validate_json(payload)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +57,19 @@ class SyncReport:
     ves: tuple[int, ...] = ()
     ves_changed: bool = False
     conflicts: int = 0
+    # Every OB of ours in the plan, as P2 now holds it (also unchanged ones: a replayed sync announces again).
+    links: tuple[LinkedOb, ...] = ()
+    # Status moves P2 showed before this sync wrote anything (an execution may be among them).
+    status_changes: tuple[ObStatusChange, ...] = ()
+
+
+@dataclass(frozen=True)
+class LinkedOb:
+    """Our OB `ob_id` is P2 OB `p2_ob_id`, whose content is at `p2_version` (P2's ETag)."""
+
+    ob_id: str
+    p2_ob_id: int
+    p2_version: str
 
 
 @dataclass(frozen=True)
@@ -67,6 +80,16 @@ class ObStatusChange:
     p2_ob_id: int
     before: str
     after: str
+
+
+def status_changes(links: Iterable[ObLink], statuses: Mapping[int, str]) -> list[ObStatusChange]:
+    """The linked OBs whose status in P2 (`statuses`, by P2 OB id) is not the one remembered."""
+    return [
+        ObStatusChange(link.ob_id, link.p2_ob_id, link.p2_status, statuses[link.p2_ob_id])
+        for link in links
+        # An OB deleted in P2 is not a status: the next sync of a plan that holds it creates it again.
+        if link.p2_ob_id in statuses and statuses[link.p2_ob_id] != link.p2_status
+    ]
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -124,8 +147,10 @@ class VesSyncService:
         in_p2: dict[int, Json] = {int(e["obId"]): e for e in summary}
         by_name = {str(e["name"]): int(e["obId"]) for e in summary}
         links = self.store.links()
+        moved = status_changes(links.values(), {p2_id: str(e.get("obStatus")) for p2_id, e in in_p2.items()})
         run = _Run()
         ves_ids: list[int] = []
+        placed: dict[str, int] = {}
         seen: set[str] = set()
         try:
             for block in event.blocks:
@@ -139,6 +164,8 @@ class VesSyncService:
                     run.rejected[block.ob_id] = str(exc)
                     log.warning("plan %s: OB %s left out of the VES: %s", event.plan_id, block.ob_id, exc)
                     continue
+                if block.p2_ob_id is None:
+                    placed[block.ob_id] = p2_id
                 if p2_id not in ves_ids:
                     ves_ids.append(p2_id)
         finally:
@@ -148,25 +175,37 @@ class VesSyncService:
         self.store.mark_synced(night=event.night, plan_id=event.plan_id, plan_created=event.created,
                                now=self.clock.now(), change=change)
         ves_changed = change is not None
+        versions = {ob_id: link.p2_etag for ob_id, link in links.items()} | {u.ob_id: u.p2_etag for u in run.links}
         return SyncReport(
             plan_id=event.plan_id, night=event.night, created=tuple(run.created), updated=tuple(run.updated),
             unchanged=run.unchanged, rejected=dict(run.rejected), ves=tuple(ves_ids), ves_changed=ves_changed,
             conflicts=run.conflicts,
+            links=tuple(LinkedOb(ob_id, p2_id, versions.get(ob_id, "")) for ob_id, p2_id in placed.items()),
+            status_changes=tuple(moved),
         )
 
     def refresh_statuses(self) -> list[ObStatusChange]:
         """Read our OBs' statuses from P2 (one call), remember them, and return those that changed."""
+        changes = self.read_status_changes()
+        self.remember_statuses(changes)
+        return changes
+
+    def read_status_changes(self) -> list[ObStatusChange]:
+        """Our OBs whose status in P2 (one call) moved since last remembered; nothing is remembered yet, so a
+        caller that must pass the changes on does so before `remember_statuses` (none is lost on a crash)."""
         summary, _ = self.owner.get_ob_summary(self.container_id)
         in_p2 = {int(e["obId"]): str(e["obStatus"]) for e in summary}
-        changes = [
-            ObStatusChange(link.ob_id, link.p2_ob_id, link.p2_status, in_p2[link.p2_ob_id])
-            for link in self.store.links().values()
-            # An OB deleted in P2 is not a status: the next sync of a plan that holds it creates it again.
-            if link.p2_ob_id in in_p2 and in_p2[link.p2_ob_id] != link.p2_status
-        ]
-        if changes:
-            self.store.set_statuses(statuses={c.ob_id: c.after for c in changes}, now=self.clock.now())
-        return changes
+        return status_changes(self.store.links().values(), in_p2)
+
+    def remember_statuses(self, changes: Iterable[ObStatusChange]) -> None:
+        statuses = {c.ob_id: c.after for c in changes}
+        if statuses:
+            self.store.set_statuses(statuses=statuses, now=self.clock.now())
+
+    def linked_obs(self) -> list[tuple[LinkedOb, str]]:
+        """Every OB of ours in P2 with its status as last seen there (for announcing them all again)."""
+        return [(LinkedOb(link.ob_id, link.p2_ob_id, link.p2_etag), link.p2_status)
+                for link in self.store.links().values()]
 
     # -- OBs ---------------------------------------------------------------------------------------
 

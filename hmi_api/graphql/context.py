@@ -14,9 +14,13 @@ from alarms.api import AlarmService
 from hmi_api.auth import Authenticator, AuthError, require
 from hmi_api.live import LiveFeeds
 from hmi_api.metrics import Metrics
+from planner.config import SiteConfig
+from planner.store import ObStore
 from skyops.archive.port import Archive
+from skyops.bus import Bus
 from skyops.opdb.users import UserPublic
 from skyops.timeutil import Clock
+from ves_sync.store import VesSyncStore
 
 # An audit record: (user, action, details). deploy wires it to the log stream, so every user action is archived.
 Audit = Callable[[str, str, dict[str, str]], Awaitable[None]]
@@ -37,6 +41,10 @@ class HmiServices:
     archive: Archive | None = None
     live: LiveFeeds | None = None
     alarms: AlarmService | None = None
+    bus: Bus | None = None  # re-plan triggers and VES changes are published here, never sent around the bus
+    obs: ObStore | None = None
+    site: SiteConfig | None = None
+    ves: VesSyncStore | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -79,6 +87,26 @@ class HmiContext(BaseContext):
         """Alarms are never dropped: a client that cannot keep up is disconnected and re-reads the snapshot."""
         if self.websocket is not None:
             await self.websocket.close(code=4409, reason=reason[:120])
+
+    def bus(self) -> Bus:
+        if self.services.bus is None:
+            raise RuntimeError("this HMI was started without the bus")
+        return self.services.bus
+
+    def ob_store(self) -> ObStore:
+        if self.services.obs is None:
+            raise RuntimeError("this HMI was started without the OB store")
+        return self.services.obs
+
+    def site(self) -> SiteConfig:
+        if self.services.site is None:
+            raise RuntimeError("this HMI was started without the site configuration")
+        return self.services.site
+
+    def ves_store(self) -> VesSyncStore:
+        if self.services.ves is None:
+            raise RuntimeError("this HMI was started without the VES-sync store")
+        return self.services.ves
 
     def archive(self) -> Archive:
         if self.services.archive is None:

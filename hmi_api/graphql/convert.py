@@ -13,6 +13,7 @@ from strawberry.scalars import JSON
 from alarms.api import AlarmView
 from hmi_api.graphql.types import Alarm, AlarmHistoryEntry, LogEntry, NightPlan, PlanBlock, PointValue, TimeSeries
 from hmi_api.live import LatestValue
+from hmi_api.planops import shown_reason
 from skyops.archive.binning import BinnedSeries
 from skyops.messages import PlanEvent
 from skyops.records import AlarmEvent, LogRecord, Quality, Sample
@@ -40,12 +41,13 @@ def alarm(v: AlarmView) -> Alarm:
 
 def night_plan(seq: str, e: PlanEvent) -> NightPlan:
     return NightPlan(
-        seq=seq, plan_id=e.plan_id, night=e.night, created=e.created, reason=e.reason,
+        seq=seq, plan_id=e.plan_id, night=e.night, created=e.created, reason=shown_reason(e),
         trigger_alarm=e.trigger.alarm_id if e.trigger else None,
         trigger_kind=(e.trigger.consequence.value if e.trigger.consequence else e.trigger.kind) if e.trigger else None,
         blocks=[PlanBlock(ob_id=b.ob_id, name=b.name, target_name=b.target_name, ob_type=b.ob_type,
                           priority=b.priority, start=b.start, end=b.end, exposure_s=b.exposure_s, ra_deg=b.ra_deg,
                           dec_deg=b.dec_deg, magnitude=b.magnitude) for b in e.blocks],
+        trigger_user=e.trigger.user if e.trigger else None,
     )
 
 

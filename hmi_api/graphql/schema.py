@@ -8,12 +8,15 @@ from datetime import datetime, timedelta
 
 import strawberry
 from pydantic import SecretStr, ValidationError
+from strawberry.tools import merge_types
 from strawberry.types import Info
 
 from alarms.api import AlarmService
 from hmi_api.auth import AuthError
+from hmi_api.graphql.admin import AdminQuery
 from hmi_api.graphql.context import HmiContext
 from hmi_api.graphql.convert import alarm, alarm_entries, live_value, log_entry, night_plan, point_value, time_series
+from hmi_api.graphql.planning import PlanningMutation, PlanningQuery
 from hmi_api.graphql.types import (
     Alarm,
     AlarmEventUpdate,
@@ -30,6 +33,7 @@ from hmi_api.graphql.types import (
     UserChanges,
     UserInput,
 )
+from hmi_api.graphql.ves import VesMutation, VesQuery
 from hmi_api.live import SlowClientError, resumable
 from skyops.archive.port import LogQuery
 from skyops.opdb.models import Group
@@ -311,14 +315,20 @@ class Subscription:
             raise ValueError("maxRateHz must be between 0.1 and 50")
         hub = ctx.live().samples
         client = hub.attach(set(points))
+        loop = asyncio.get_running_loop()
         try:
             while True:
                 values = await client.take()
+                due = loop.time() + 1 / max_rate_hz
                 yield [live_value(v) for v in values]
-                await asyncio.sleep(1 / max_rate_hz)  # the coalescing window: newer values replace older ones
+                # The coalescing window (newer values replace older ones), less the time the update took to go out.
+                await asyncio.sleep(max(0.0, due - loop.time()))
         finally:
             hub.detach(client)
 
 
 def build_schema() -> strawberry.Schema:
-    return strawberry.Schema(query=Query, mutation=Mutation, subscription=Subscription)
+    # The science, VES and admin resolvers live in their own modules; one schema serves them all.
+    query = merge_types("Query", (Query, PlanningQuery, VesQuery, AdminQuery))
+    mutation = merge_types("Mutation", (Mutation, PlanningMutation, VesMutation))
+    return strawberry.Schema(query=query, mutation=mutation, subscription=Subscription)

@@ -190,3 +190,4 @@ class NightPlan:
     trigger_alarm: str | None
     trigger_kind: str | None
     blocks: list[PlanBlock]
+    trigger_user: str | None = strawberry.field(default=None, description="who asked, for a manual re-plan")

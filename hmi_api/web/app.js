@@ -3,14 +3,19 @@ const $ = (sel) => document.querySelector(sel);
 const state = { token: sessionStorage.getItem("skyops.token"), user: null, muted: false, alarms: new Map(),
                 values: new Map(), trendPoint: null, trendHours: 1, lastAlarmSeq: null, lastLogSeq: null };
 
-async function gql(query, variables = {}) {
-  const headers = { "Content-Type": "application/json" };
-  if (state.token) headers.Authorization = `Bearer ${state.token}`;
-  const r = await fetch("/graphql", { method: "POST", headers, body: JSON.stringify({ query, variables }) });
-  const body = await r.json();
+function unwrap(body) {
   if (body.errors) throw new Error(body.errors.map((e) => e.message).join("; "));
   return body.data;
 }
+
+async function post(query, variables = {}) {
+  const headers = { "Content-Type": "application/json" };
+  if (state.token) headers.Authorization = `Bearer ${state.token}`;
+  const r = await fetch("/graphql", { method: "POST", headers, body: JSON.stringify({ query, variables }) });
+  return r.json();
+}
+
+const gql = async (query, variables = {}) => unwrap(await post(query, variables));
 
 // --- graphql-transport-ws: reconnects with backoff; alarm and log streams resume from their last sequence ---
 class Live {
@@ -69,19 +74,21 @@ function annunciate() {
 }
 
 const SEVERITY_RANK = { NONE: 0, WARNING: 1, SERIOUS: 2, CRITICAL: 3 };
-const fmtTime = (iso) => iso.replace("T", " ").slice(0, 19);
+const fmtTime = (iso) => (iso || "").replace("T", " ").slice(0, 19);
+const esc = (text) => String(text).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 
-const ALARM_QUERY = `{ alarms(activeOnly: false) { alarmId status severity latched acked shelvedUntil shelvedBy
-  reason changed guidance consequence } }`;
+const BOOT = window.SKYOPS_BOOT;
 
-async function refreshAlarms() {
+function setAlarms(body) {
   try {
-    const list = (await gql(ALARM_QUERY)).alarms;
+    const list = unwrap(body).alarms;
     state.alarms = new Map(list.map((a) => [a.alarmId, { ...a, time: a.changed }]));
     state.alarmService = true;
   } catch (e) { state.alarmService = false; }   // an HMI without the alarm service shows events only
   renderAlarms();
 }
+
+const refreshAlarms = async () => setAlarms(await post(BOOT.queries.alarms));
 
 function onAlarm(event) {
   const prev = state.alarms.get(event.alarmId);
@@ -201,28 +208,38 @@ function drawTrend(ts, start, end) {
 }
 
 // --- night timeline ---
-const PLAN_FIELDS = `seq planId night created reason triggerAlarm triggerKind
+const PLAN_FIELDS = `seq planId night created reason triggerAlarm triggerKind triggerUser
   blocks { obId name targetName obType priority start end }`;
-state.replans = [];
+state.history = [];   // this night's plan versions: the triggered ones are the re-plan markers
+
+function highlightAlarm(alarmId) {
+  showView("ops");
+  document.querySelectorAll("#alarm-rows tr").forEach((tr) => tr.classList.toggle("highlight", tr.dataset.alarm === alarmId));
+}
 
 function renderPlan(plan) {
   state.plan = plan;
   const svg = $("#plan-timeline"); const W = 1000, H = 120;
-  if (!plan || !plan.blocks.length) {
-    svg.replaceChildren(); $("#plan-note").textContent = plan ? "the plan is empty" : "no plan published yet"; return;
-  }
-  const t0 = new Date(plan.blocks[0].start) - 15 * 60e3;
-  const t1 = new Date(plan.blocks[plan.blocks.length - 1].end).getTime() + 15 * 60e3;
+  if (!plan) { svg.replaceChildren(); $("#plan-note").textContent = "no plan published yet"; return; }
+  // An empty plan (e.g. the dome closed) still shows the hours around now, with the re-plan that emptied it.
+  const empty = !plan.blocks.length;
+  const t0 = empty ? Date.now() - 2 * 3600e3 : new Date(plan.blocks[0].start) - 15 * 60e3;
+  const t1 = empty ? Date.now() + 2 * 3600e3 : new Date(plan.blocks[plan.blocks.length - 1].end).getTime() + 15 * 60e3;
   const x = (t) => (W * (new Date(t) - t0) / (t1 - t0)).toFixed(1);
   let out = "";
   plan.blocks.forEach((b, i) => {
-    const kind = ["CTOB", "FUOB", "ESO", "TOO"].includes(b.obType) ? b.obType : "other";
-    out += `<rect class="ob ${kind}" data-ob="${b.obId}" x="${x(b.start)}" y="${20 + (i % 3) * 28}"
-             width="${Math.max(1, x(b.end) - x(b.start))}" height="24"><title>${b.name} · ${b.targetName} · ${b.obType}
+    const kind = b.obType === "ToO" ? "TOO" : ["CTOB", "FUOB", "ESO"].includes(b.obType) ? b.obType : "other";
+    out += `<rect class="ob ${kind}" data-ob="${esc(b.obId)}" x="${x(b.start)}" y="${20 + (i % 3) * 28}"
+             width="${Math.max(1, x(b.end) - x(b.start))}" height="24"><title>${esc(b.name)} · ${esc(b.targetName)} · ${esc(b.obType)}
 ${fmtTime(b.start)} – ${fmtTime(b.end).slice(11)} · priority ${b.priority}</title></rect>`;
   });
-  for (const r of state.replans) {
-    if (r.time >= t0 && r.time <= t1) out += `<line class="replan" x1="${x(r.time)}" x2="${x(r.time)}" y1="0" y2="${H}"><title>${r.reason}</title></line>`;
+  for (const r of state.history.filter((h) => h.triggerKind && h.night === plan.night)) {
+    const t = new Date(r.created).getTime();
+    if (t < t0 || t > t1) continue;
+    const why = `${fmtTime(r.created).slice(11)} ${r.reason}${r.triggerAlarm ? ` (alarm ${r.triggerAlarm})` : ""}`;
+    out += `<g class="replan-mark${r.triggerAlarm ? " linked" : ""}" data-alarm="${esc(r.triggerAlarm || "")}">
+      <line class="replan" x1="${x(t)}" x2="${x(t)}" y1="0" y2="${H}"></line>
+      <rect class="hit" x="${x(t) - 5}" y="0" width="10" height="${H}"></rect><title>${esc(why)}</title></g>`;
   }
   const now = Date.now();
   if (now >= t0 && now <= t1) out += `<line class="now" x1="${x(now)}" x2="${x(now)}" y1="0" y2="${H}"><title>now</title></line>`;
@@ -230,15 +247,16 @@ ${fmtTime(b.start)} – ${fmtTime(b.end).slice(11)} · priority ${b.priority}</t
     out += `<text x="${x(h)}" y="${H - 4}">${new Date(h).toISOString().slice(11, 16)}</text>`;
   }
   svg.innerHTML = out;
+  svg.querySelectorAll(".replan-mark.linked").forEach((g) => g.onclick = () => highlightAlarm(g.dataset.alarm));
   $("#plan-night").textContent = `night of ${plan.night} · ${plan.blocks.length} OBs`;
   const reason = $("#plan-reason"); reason.replaceChildren(`last change ${fmtTime(plan.created).slice(11)} UTC: ${plan.reason}`);
   if (plan.triggerAlarm) {
     const a = document.createElement("a"); a.textContent = ` (${plan.triggerAlarm})`; a.dataset.alarm = plan.triggerAlarm;
-    a.onclick = () => document.querySelectorAll("#alarm-rows tr").forEach((tr) =>
-      tr.classList.toggle("highlight", tr.dataset.alarm === plan.triggerAlarm));
+    a.onclick = () => highlightAlarm(plan.triggerAlarm);
     reason.append(a);
   }
-  $("#plan-note").textContent = "colours: classification, follow-up, ESO, ToO; dashed lines: re-plans; orange: now";
+  $("#plan-note").textContent = (empty ? "nothing planned from now on; " : "colours: classification, follow-up, ESO, ToO; ")
+    + "dashed lines: re-plans (click: the alarm); orange: now";
 }
 
 // --- log tail ---
@@ -264,20 +282,48 @@ function logout(reason) {
   if (state.token) gql("mutation { logout }").catch(() => {});
   state.token = null; sessionStorage.removeItem("skyops.token");
   $("#login-error").textContent = reason || "";
-  $("#app").hidden = true; $("#logout").hidden = true; $("#who").textContent = "";
+  $("#app").hidden = true; $("#nav").hidden = true; $("#logout").hidden = true; $("#who").textContent = "";
   $("#login-dialog").showModal();
 }
 
+// Everything the first screen shows in one request (started by index.html before this module loaded, when a
+// session existed). If part of it fails (e.g. an HMI without the alarm service), the parts are asked separately.
+// `?serial` loads them one request after another instead: the pre-fix way, kept as bench/hmi_page.py's baseline.
+function split(body) {
+  if (!body.data) return null;
+  const { alarms, planHistory, ...main } = body.data;
+  return [{ data: main }, { data: { alarms } }, { data: { planHistory } }];
+}
+
+async function snapshot() {
+  const q = BOOT.queries;
+  if (new URLSearchParams(location.search).has("serial")) {
+    const part = async (query) => unwrap(await post(query));
+    const me = await part("{ me { username group } }");
+    const latest = await part("{ latest { point time value quality } }");
+    const alarms = await post(q.alarms);
+    const plan = await part(`{ plan { ${PLAN_FIELDS} } }`);
+    const history = await post(q.history);
+    return [{ data: { ...me, ...latest, ...plan } }, alarms, history];
+  }
+  const pending = BOOT.pending || post(q.all);
+  BOOT.pending = null;
+  return split(await pending) || Promise.all([post(q.main), post(q.alarms), post(q.history)]);
+}
+
 async function start() {
-  const me = (await gql("{ me { username group } }")).me;
+  const [main, alarms, history] = await snapshot();
+  const { me, latest, plan } = unwrap(main);
   state.user = me;
   $("#who").textContent = `${me.username} (${me.group.toLowerCase()})`;
-  $("#logout").hidden = false; $("#app").hidden = false;
-  const latest = (await gql("{ latest { point time value quality } }")).latest;
+  $("#logout").hidden = false; $("#app").hidden = false; $("#nav").hidden = false;
+  document.querySelectorAll("#nav [data-group]").forEach((a) => a.hidden = a.dataset.group !== me.group);
   latest.forEach(renderValue);
-  await refreshAlarms();
-  renderPlan((await gql(`{ plan { ${PLAN_FIELDS} } }`)).plan);
+  setAlarms(alarms);
+  try { state.history = unwrap(history).planHistory; } catch (e) { state.history = []; }
+  renderPlan(plan);
   setInterval(() => renderPlan(state.plan), 60e3);   // keep the "now" line moving
+  showView(location.hash.slice(1) || "ops");
 
   const live = new Live((up) => { const l = $("#link"); l.textContent = up ? "live" : "reconnecting";
                                    l.className = `link ${up ? "up" : "down"}`; });
@@ -295,14 +341,40 @@ async function start() {
   live.subscribe(`subscription($a: String) { planChanges(after: $a) { ${PLAN_FIELDS} } }`,
                  () => ({ a: state.plan ? state.plan.seq : null }), (d) => {
     const plan = d.planChanges;
-    if (state.plan && plan.planId !== state.plan.planId) state.replans.push({ time: new Date(plan.created).getTime(), reason: plan.reason });
+    state.history.push(plan);
     renderPlan(plan);
+    views?.planChanged?.(plan);
   });
   subscribeLogs(live);
   for (const id of ["#log-level", "#log-source", "#log-text"]) $(id).onchange = () => subscribeLogs(live);
   document.querySelectorAll("[data-range]").forEach((b) => b.onclick = () => {
     state.trendHours = Number(b.dataset.range); if (state.trendPoint) showTrend(state.trendPoint); });
+  $("#replan").onclick = replan;
 }
+
+async function replan() {
+  const reason = prompt("Re-plan the rest of the night from now. Why?");
+  if (!reason) return;
+  try {
+    await gql("mutation($r: String!) { replan(reason: $r) { seq } }", { r: reason });
+    $("#plan-note").textContent = "re-plan requested; the timeline redraws when the planner publishes it";
+  } catch (e) { $("#plan-note").textContent = `re-plan refused: ${e.message}`; }
+}
+
+// --- the other views load their code on first use, so the operator page's first render never waits for it ---
+let views = null;
+async function showView(name) {
+  const known = [...document.querySelectorAll("main .view")].map((v) => v.dataset.view);
+  if (!known.includes(name)) name = "ops";
+  const link = document.querySelector(`#nav a[data-view="${name}"]`);
+  if (link?.hidden) name = "ops";
+  document.querySelectorAll("main .view").forEach((v) => v.hidden = v.dataset.view !== name);
+  document.querySelectorAll("#nav a").forEach((a) => a.classList.toggle("active", a.dataset.view === name));
+  if (name === "ops") return;
+  views = views || await import("./views.js");
+  views.show(name, { gql, state, $, fmtTime, esc, showView });
+}
+window.addEventListener("hashchange", () => { if (state.user) showView(location.hash.slice(1)); });
 
 $("#login-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();

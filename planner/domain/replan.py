@@ -149,6 +149,8 @@ class NightPlanner:
 def _reason(trigger: PlanTrigger) -> str:
     if trigger.kind == "too":
         return f"ToO {trigger.ob_id}: {trigger.reason}"
+    if trigger.kind == "manual":
+        return f"re-plan asked by {trigger.user}: {trigger.reason}"
     state = "active" if trigger.active else "cleared"
     kind = trigger.consequence.value if trigger.consequence is not None else "consequence"
     return f"alarm {trigger.alarm_id} {state} ({kind}): {trigger.reason}"

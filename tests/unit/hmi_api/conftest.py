@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import fakeredis
 import pytest
 from pydantic import SecretStr
 from sqlalchemy.orm import Session, sessionmaker
@@ -14,10 +15,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from hmi_api.app import create_app
 from hmi_api.auth import Authenticator
 from hmi_api.graphql.context import HmiServices
+from hmi_api.live import LiveFeeds
+from planner.config import load_site
+from planner.store import ObStore
+from skyops.bus import Bus
 from skyops.opdb.engine import make_engine, make_sessionmaker, upgrade
 from skyops.opdb.models import Group
 from skyops.opdb.users import UserCreate, UserStore
 from skyops.timeutil import FakeClock
+from ves_sync.store import VesSyncStore
 
 PASSWORD = "correct horse battery"
 
@@ -58,3 +64,16 @@ def hmi(tmp_path: Path) -> Iterator[Hmi]:
     h.services.audit = audit
     yield h
     engine.dispose()
+
+
+@pytest.fixture
+def planning(hmi: Hmi) -> Hmi:
+    """The HMI with the bus (fakeredis), live feeds, the planner's OB store, the site and the VES-sync store."""
+    bus = Bus(fakeredis.aioredis.FakeRedis(server=fakeredis.FakeServer()), clock=hmi.clock)
+    site = load_site()
+    hmi.services.bus = bus
+    hmi.services.live = LiveFeeds.on(bus, block_ms=50)
+    hmi.services.obs = ObStore(hmi.sessions, site=site)
+    hmi.services.site = site
+    hmi.services.ves = VesSyncStore(hmi.sessions)
+    return hmi

@@ -14,11 +14,11 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from hmi_api.live import LiveFeeds, SlowClientError, StreamTap, Subscriber, resumable
+from hmi_api.live import LiveFeeds, SlowClientError, StreamTap, Subscriber, latest_per_point, resumable
 from skyops.bus import Bus, StreamRetention
 from skyops.codec import decode_alarm_events, encode_alarm_events, encode_logs, encode_samples
 from skyops.messages import AzimuthSector, ConsequenceKind, PlanEvent, PlannedBlock, PlanTrigger
-from skyops.records import AlarmEvent, AlarmSeverity, LogRecord, Sample, SampleBatch
+from skyops.records import AlarmEvent, AlarmSeverity, LogRecord, Quality, Sample, SampleBatch
 from skyops.streams import ALARM_EVENTS, LOG_RECORDS, MON_SAMPLES, PLAN_EVENTS
 from tests.unit.hmi_api.conftest import Hmi
 from tests.unit.hmi_api.test_graphql import gql, login
@@ -217,3 +217,18 @@ def test_plan_query_and_plan_changes_subscription(live: tuple[Hmi, Bus]) -> None
     assert got["triggerAlarm"] == "WindPointing.NTT:1"
     assert got["triggerKind"] == "pointing_restriction"
     assert len(got["blocks"]) == 3
+
+
+def test_latest_per_point_keeps_each_points_newest_value_of_any_kind(hmi: Hmi) -> None:
+    t = hmi.clock.now()
+    batch = SampleBatch.from_samples([
+        Sample("ntt.dome.state", t + timedelta(seconds=1), "open"), Sample("ntt.dome.state", t, "closed"),
+        Sample("ntt.tcs.altitude", t, 45.5), Sample("ntt.tcs.altitude", t + timedelta(seconds=2), 46.5),
+        Sample("ntt.tcs.tracking", t, True), Sample("ntt.tcs.mode", t, 3),
+        Sample("lasilla.asm.seeing", t, None, Quality.BAD),
+    ])
+    got = {p: (v.value, v.quality) for p, v in latest_per_point(batch).items()}
+    assert got == {"ntt.dome.state": ("open", Quality.GOOD), "ntt.tcs.altitude": (46.5, Quality.GOOD),
+                   "ntt.tcs.tracking": (True, Quality.GOOD), "ntt.tcs.mode": (3, Quality.GOOD),
+                   "lasilla.asm.seeing": (None, Quality.BAD)}
+    assert latest_per_point(batch)["ntt.tcs.altitude"].ts_us == int((t + timedelta(seconds=2)).timestamp() * 1e6)

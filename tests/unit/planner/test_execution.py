@@ -39,7 +39,7 @@ def series(*rows: tuple[int, str, object], quality: Quality = Quality.GOOD) -> l
         ),
         pytest.param(
             [(0, OB_POINT, 7), (1, STATE_POINT, "EXPOSING"), (300, STATE_POINT, "ABORTED"), (301, STATE_POINT, "IDLE")],
-            [(7, Outcome.STARTED, 1), (7, Outcome.FAILED, 300)],
+            [(7, Outcome.STARTED, 1), (7, Outcome.ABORTED, 300)],
             id="exposure aborted",
         ),
         pytest.param(

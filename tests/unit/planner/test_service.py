@@ -223,3 +223,14 @@ async def test_planned_obs_are_scheduled_and_requeued_when_dropped(
     await service.handle(trigger)
 
     assert {ob.id for ob in store.list(states=(ObState.QUEUED,))} == set(ids)
+
+
+async def test_a_manual_replan_says_who_asked_for_it(service: PlannerService, bus: Bus, night: NightGrid) -> None:
+    await service.afternoon_plan()
+    trigger = PlanTrigger(kind="manual", ts=at(night, 60), reason="clouds coming in", user="sam")
+    await bus.redis.xadd(PLAN_TRIGGERS, {PAYLOAD_FIELD: trigger.encode()})
+
+    assert await service.consumer(block_ms=10).run_once() == 1
+
+    replanned = (await published(bus))[-1]
+    assert replanned.reason == "re-plan asked by sam: clouds coming in"
