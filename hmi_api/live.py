@@ -109,7 +109,7 @@ class StreamTap(Generic[T]):
     def publish(self, e: Entry) -> None:
         try:
             items = self._decode(e.payload)
-        except CodecError as exc:
+        except (CodecError, ValueError) as exc:  # pydantic's ValidationError is a ValueError: JSON messages fail so
             log.error("live tap on %s: entry %s undecodable: %s", self.stream, e.id, exc)
             return
         for sub in list(self._subscribers):

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import ValidationError
 
+from hmi_api.graphql.fanout import LIVE_FANOUT
 from hmi_api.planops import replan_seconds
 from skyops.bus import Bus
 from skyops.errors import SkyopsError
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
     from hmi_api.graphql.context import HmiServices
 
 log = logging.getLogger(__name__)
+
+# The metric's feed label → the GraphQL subscription field behind it.
+LIVE_FIELDS = {"alarms": "alarmEvents", "logs": "logEntries", "samples": "samples", "plans": "planChanges"}
 
 # The consumer groups of the platform, by stream: their lag is what an operator watches for a stuck service.
 GROUPS: Mapping[str, Sequence[str]] = {
@@ -97,8 +101,13 @@ class Metrics:
                 log.warning("metrics: plan events unavailable: %s", exc)
         if services.live is not None:
             live = services.live
+            fanout = services.extras.get(LIVE_FANOUT)
             for feed, n in (("alarms", live.alarms.subscribers), ("logs", live.logs.subscribers),
                             ("samples", live.samples.clients), ("plans", live.plans.subscribers)):
+                # Shared subscriptions tap the bus once per group: count the client operations behind them.
+                if fanout is not None:
+                    field = LIVE_FIELDS[feed]
+                    n += fanout.clients(field) - fanout.groups_of(field)
                 self.live_subscriptions.labels(feed=feed).set(n)
             bus = live.alarms.bus
             try:

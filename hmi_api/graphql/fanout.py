@@ -57,6 +57,7 @@ SHARED_FEEDS: Mapping[str, SharedFeed] = {
     "samples": SharedFeed("read", coalesce=True),
 }
 _private = itertools.count()
+LIVE_FANOUT = "live_fanout"  # key of the app's SharedFanout in HmiServices.extras (for /metrics)
 
 
 @dataclass(frozen=True)
@@ -334,6 +335,10 @@ class SharedFanout:
     def clients(self, feed: str) -> int:
         """How many client operations receive `feed` (the taps count groups, not clients)."""
         return sum(len(g.members) for g in self._groups.values() if g.feed == feed)
+
+    def groups_of(self, feed: str) -> int:
+        """How many shared runs serve `feed` (each is one subscriber of its bus tap)."""
+        return sum(1 for g in self._groups.values() if g.feed == feed)
 
     @property
     def groups(self) -> int:

@@ -20,10 +20,8 @@ from strawberry.types.unset import UnsetType
 
 from hmi_api.auth import AuthError, PermissionDeniedError, require
 from hmi_api.graphql.context import HmiContext, HmiServices
-from hmi_api.graphql.fanout import SHARED_FEEDS, End, Placement, SharedFanout, placement
+from hmi_api.graphql.fanout import LIVE_FANOUT, SHARED_FEEDS, End, Placement, SharedFanout, placement
 from hmi_api.graphql.schema import build_schema
-
-LIVE_FANOUT = "live_fanout"  # key of the app's SharedFanout in HmiServices.extras (for /metrics)
 
 
 def _bearer(value: str | None) -> str | None:

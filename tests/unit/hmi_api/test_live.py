@@ -232,3 +232,15 @@ def test_latest_per_point_keeps_each_points_newest_value_of_any_kind(hmi: Hmi) -
                    "ntt.tcs.tracking": (True, Quality.GOOD), "ntt.tcs.mode": (3, Quality.GOOD),
                    "lasilla.asm.seeing": (None, Quality.BAD)}
     assert latest_per_point(batch)["ntt.tcs.altitude"].ts_us == int((t + timedelta(seconds=2)).timestamp() * 1e6)
+
+
+def test_an_invalid_plan_message_is_logged_and_the_plan_feed_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    from skyops.bus import Entry
+    from skyops.messages import decode_plan_event
+
+    bus = Bus(fakeredis.aioredis.FakeRedis(server=fakeredis.FakeServer()))
+    tap = StreamTap(bus, PLAN_EVENTS, lambda payload: [decode_plan_event(payload)])
+    sub = tap.attach()
+    tap.publish(Entry("1-0", b'{"plan_id": "x"}'))  # JSON, but not a plan: pydantic refuses it
+    assert "undecodable" in caplog.text
+    assert sub.queue.empty()  # nothing delivered, and no exception stopped the feed

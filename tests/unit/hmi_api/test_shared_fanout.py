@@ -17,8 +17,18 @@ from starlette.websockets import WebSocketDisconnect
 from strawberry.types.execution import ExecutionResult
 
 from hmi_api.graphql import fanout as fanout_module
-from hmi_api.graphql.fanout import CatchUp, End, Frame, Member, Placement, SharedFanout, merge_latest, placement
-from hmi_api.graphql.router import LIVE_FANOUT, HmiTransportWSHandler
+from hmi_api.graphql.fanout import (
+    LIVE_FANOUT,
+    CatchUp,
+    End,
+    Frame,
+    Member,
+    Placement,
+    SharedFanout,
+    merge_latest,
+    placement,
+)
+from hmi_api.graphql.router import HmiTransportWSHandler
 from hmi_api.live import LiveFeeds, SlowClientError
 from skyops.bus import Bus
 from skyops.codec import encode_alarm_events, encode_samples
@@ -297,7 +307,11 @@ def test_identical_subscriptions_of_two_clients_run_once_and_both_get_every_even
             assert next_data(b, "y")["alarmEvents"]["event"] == {"seq": 1, "reason": "wind 21 m/s"}
             assert feeds(hmi).alarms.subscribers == 1  # one run on the bus tap for both clients
             shared = hmi.services.extras[LIVE_FANOUT]
-            assert isinstance(shared, SharedFanout) and shared.clients("alarmEvents") == 2  # what /metrics reports
+            assert isinstance(shared, SharedFanout) and shared.clients("alarmEvents") == 2
+            metrics = hmi.services.metrics
+            client.portal.call(metrics.refresh, hmi.services)  # type: ignore[union-attr]
+            gauge = metrics.registry.get_sample_value("skyops_hmi_live_subscriptions", {"feed": "alarms"})
+            assert gauge == 2  # /metrics counts the clients, not the one shared run
             # One client stops its subscription: the other keeps receiving.
             a.send_json({"id": "x", "type": "complete"})
             publish(client, bus, ALARM_EVENTS, encode_alarm_events([event(hmi, 2)]))
