@@ -139,8 +139,11 @@ def build_archive(settings: Settings) -> Archive:
     return SqliteArchive(settings.archive_path)
 
 
-async def open_platform(settings: Settings, *, clock: Clock | None = None) -> Platform:
-    """Open every backend the settings name (embedded ones for whatever is absent) and migrate the DB."""
+async def open_platform(settings: Settings, *, clock: Clock | None = None, migrate: bool = True) -> Platform:
+    """Open every backend the settings name (embedded ones for whatever is absent) and migrate the DB.
+
+    `migrate=False` is for readers (`skyops status`) that must not change a schema others run on.
+    """
     clock = clock or SystemClock()
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     redis = open_redis(settings.redis_url)
@@ -148,7 +151,8 @@ async def open_platform(settings: Settings, *, clock: Clock | None = None) -> Pl
     archive.register_points(retention_classes())  # the configured monitoring points (config_db defaults)
     await archive.open()
     engine = make_engine(settings.effective_sql_url)
-    await asyncio.to_thread(upgrade, engine)
+    if migrate:
+        await asyncio.to_thread(upgrade, engine)
     log.info("platform open: bus=%s archive=%s opdb=%s", settings.redis_url or "embedded",
              type(archive).__name__, engine.url.render_as_string(hide_password=True))
     return Platform(settings=settings, clock=clock, redis=redis, bus=Bus(redis, clock=clock), archive=archive,

@@ -117,8 +117,6 @@ def decode_plan_event(payload: bytes) -> PlanEvent:
     return PlanEvent.model_validate_json(payload)
 
 
-
-
 # P2 OB ids are positive 32-bit integers (the emulator's and P2's), so a bad one is refused at decode.
 P2ObId = Annotated[int, Field(gt=0, lt=2**31)]
 OwnObId = Annotated[str, Field(min_length=1, max_length=100)]

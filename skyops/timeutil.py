@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -66,3 +68,25 @@ class FakeClock:
         if when < self._now:
             raise ValueError("a clock does not run backwards")
         self._now = when
+
+
+class AcceleratedClock:
+    """Time running `speed` times faster than the wall, from `start`: a night watched in minutes (`--speed 60`).
+
+    Built on a monotonic source, so a wall-clock step (NTP) never makes it jump or run backwards.
+    """
+
+    def __init__(self, start: datetime, speed: float, *, monotonic: Callable[[], float] = time.monotonic) -> None:
+        if not speed > 0 or speed != speed or speed == float("inf"):
+            raise ValueError(f"speed must be a positive finite factor, got {speed!r}")
+        self.start = require_utc(start, what="start")
+        self.speed = float(speed)
+        self._monotonic = monotonic
+        self._t0 = monotonic()
+
+    def now(self) -> datetime:
+        return self.start + timedelta(seconds=(self._monotonic() - self._t0) * self.speed)
+
+    def wall_seconds(self, clock_seconds: float) -> float:
+        """The real time for `clock_seconds` of this clock's time (to wait for it)."""
+        return clock_seconds / self.speed

@@ -6,7 +6,7 @@
 #
 # Environment:
 #   SKYOPS_CACHE        jar cache root (default ~/.cache/skyops); jars go to cassandra-<version>/lib
-#   CASSANDRA_HEAP      heap size for -Xms/-Xmx (default 1G)
+#   CASSANDRA_HEAP      heap size for -Xms/-Xmx (default 2G: 1G ran out with many test keyspaces open)
 #   CASSANDRA_PORT      CQL native port (default 9042)
 #   CASSANDRA_STORAGE_PORT, CASSANDRA_JMX_PORT  (default 7000, 7199; JMX binds to localhost only)
 #   CASSANDRA_JAVA      java binary to use (default: a JDK 17, else 11; Cassandra 5.0 runs on no other)
@@ -35,7 +35,7 @@ PIDFILE="$C_HOME/cassandra.pid"
 
 STORAGE_PORT="${CASSANDRA_STORAGE_PORT:-7000}"
 JMX_PORT="${CASSANDRA_JMX_PORT:-7199}"
-HEAP="${CASSANDRA_HEAP:-1G}"
+HEAP="${CASSANDRA_HEAP:-2G}"
 START_TIMEOUT="${CASSANDRA_START_TIMEOUT:-240}"
 
 # ---------------------------------------------------------------------------------------------------

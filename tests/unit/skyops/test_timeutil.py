@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from skyops.errors import NaiveDatetimeError
-from skyops.timeutil import FakeClock, from_us, require_utc, to_us
+from skyops.timeutil import AcceleratedClock, FakeClock, from_us, require_utc, to_us
 
 
 def test_microsecond_round_trip_is_exact() -> None:
@@ -34,3 +34,26 @@ def test_fake_clock_moves_only_forward() -> None:
         c.advance(-1)
     with pytest.raises(NaiveDatetimeError):
         FakeClock(datetime(2026, 1, 1))
+
+
+def test_accelerated_clock_runs_speed_times_faster_from_its_start() -> None:
+    wall = [100.0]
+    start = datetime(2026, 3, 20, 23, 0, tzinfo=UTC)
+    clock = AcceleratedClock(start, 60, monotonic=lambda: wall[0])
+    assert clock.now() == start
+    wall[0] += 1.5
+    assert clock.now() == start + timedelta(seconds=90)
+    wall[0] += 60
+    assert clock.now() == start + timedelta(minutes=61, seconds=30)
+    assert clock.wall_seconds(600) == 10
+
+
+@pytest.mark.parametrize("speed", [0, -1, float("nan"), float("inf")])
+def test_accelerated_clock_refuses_a_speed_that_is_not_a_positive_factor(speed: float) -> None:
+    with pytest.raises(ValueError, match="speed"):
+        AcceleratedClock(datetime(2026, 1, 1, tzinfo=UTC), speed)
+
+
+def test_accelerated_clock_refuses_a_naive_start() -> None:
+    with pytest.raises(NaiveDatetimeError):
+        AcceleratedClock(datetime(2026, 1, 1), 2)
