@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any, Protocol
 
-from skyops.timeutil import Clock, FakeClock, require_utc
+from skyops.timeutil import Clock, FakeClock
 from ves_sync.domain.execution import (
     Execution,
     ObToExecute,
@@ -37,24 +36,8 @@ class Pace(Protocol):
     async def sleep(self, seconds: float) -> None: ...
 
 
-class ScaledClock:
-    """A clock running `speed` times faster than the wall clock from `start` (a night in minutes at speed 60+)."""
-
-    def __init__(self, speed: float = 1.0, start: datetime | None = None,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
-        if speed <= 0:
-            raise ValueError(f"speed must be positive, got {speed}")
-        self.speed = speed
-        self._start = require_utc(start) if start is not None else datetime.now(UTC)
-        self._monotonic = monotonic
-        self._t0 = monotonic()
-
-    def now(self) -> datetime:
-        return self._start + timedelta(seconds=(self._monotonic() - self._t0) * self.speed)
-
-
 class ScaledPace:
-    """Real waiting, `speed` times shorter than the telescope time it stands for (pairs with `ScaledClock`)."""
+    """Real waiting, `speed` times shorter than the telescope time it stands for (pairs with `AcceleratedClock`)."""
 
     def __init__(self, speed: float = 1.0) -> None:
         if speed <= 0:

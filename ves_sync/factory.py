@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -10,10 +10,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from config_db.monitoring import SiteConfig, load_site
 from skyops.bus import Bus, StreamRetention
-from skyops.timeutil import Clock
+from skyops.timeutil import AcceleratedClock, Clock
 from ves_sync.consumer import VesSyncConsumer
 from ves_sync.emulator.seed import default_seed
-from ves_sync.executor import ExecutorSettings, Pace, ScaledClock, ScaledPace, VesExecutor
+from ves_sync.executor import ExecutorSettings, Pace, ScaledPace, VesExecutor
 from ves_sync.p2 import P2Account, P2Client, register_environment
 from ves_sync.service import RetryPolicy, VesSyncService
 from ves_sync.store import VesSyncStore
@@ -114,6 +114,6 @@ def build_executor(config: VesSyncConfig, *, telescope_endpoint: str, clock: Clo
                        settings=settings)
 
 
-def executor_time(speed: float) -> tuple[ScaledClock, ScaledPace]:
+def executor_time(speed: float) -> tuple[AcceleratedClock, ScaledPace]:
     """A clock and a pace running `speed` times faster than the wall clock (1: real time)."""
-    return ScaledClock(speed), ScaledPace(speed)
+    return AcceleratedClock(datetime.now(UTC), speed), ScaledPace(speed)

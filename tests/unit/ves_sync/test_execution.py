@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from skyops.errors import NaiveDatetimeError
-from skyops.timeutil import FakeClock
+from skyops.timeutil import AcceleratedClock, FakeClock
 from tests.unit.ves_sync.builders import DUSK
 from ves_sync.domain.execution import (
     Execution,
@@ -26,7 +26,7 @@ from ves_sync.domain.execution import (
     night_of,
     ra_degrees,
 )
-from ves_sync.executor import ClockDrive, ExecutorSettings, ScaledClock, ScaledPace
+from ves_sync.executor import ClockDrive, ExecutorSettings, ScaledPace
 
 LA_SILLA = {"latitude_deg": -29.2567, "longitude_deg": -70.7346}
 
@@ -177,11 +177,11 @@ def test_the_exposure_nodes_tell_how_an_ob_ended() -> None:
 
 async def test_accelerated_and_driven_time() -> None:
     ticks = [0.0]
-    fast = ScaledClock(60, start=DUSK, monotonic=lambda: ticks[0])
+    fast = AcceleratedClock(DUSK, 60, monotonic=lambda: ticks[0])
     ticks[0] = 2.5
     assert fast.now() == DUSK + timedelta(seconds=150)
     with pytest.raises(ValueError, match="speed"):
-        ScaledClock(0)
+        AcceleratedClock(DUSK, 0)
     with pytest.raises(ValueError, match="speed"):
         ScaledPace(-1)
     await asyncio.wait_for(ScaledPace(10_000).sleep(10), timeout=1)  # 1 ms of real time
