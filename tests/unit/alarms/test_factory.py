@@ -28,7 +28,7 @@ async def test_build_everything_from_the_environment(
         dispatcher = build_dispatcher(bus, SqliteArchive(":memory:"), clock, http, settings=settings)
     policy = dispatcher.notifications.policy
     assert policy.min_severity == AlarmSeverity.SERIOUS
-    assert policy.escalation_to == ("ntt-night-support@lasilla.invalid",)
+    assert policy.email_to == policy.escalation_to == ()  # recipients are the site's to configure
     assert set(dispatcher.notifications.senders) == {"email", "webhook"}
     service = build_service(bus, None, clock)
     assert await service.alarms() == []  # nothing until the supervisor has started
