@@ -34,6 +34,7 @@ from skyops.messages import (
     PlannedBlock,
     PlanTrigger,
     decode_p2_ob_update,
+    decode_plan_event,
     decode_plan_trigger,
 )
 from skyops.streams import MON_SAMPLES, P2_OBS, PLAN_EVENTS, PLAN_TRIGGERS
@@ -329,7 +330,9 @@ class PlannerService:
 
     async def _publish(self, planner: NightPlanner, outcome: PlanOutcome, *, from_min: int) -> PlanEvent:
         night = planner.night.night
-        revision = self._revision.get(night, 0) + 1
+        if night not in self._revision:  # a restarted planner goes on numbering where it stopped
+            self._revision[night] = await self._last_revision(night)
+        revision = self._revision[night] + 1
         self._revision[night] = revision
         blocks = tuple(planned_block(planner, b) for b in outcome.blocks if b.end_min > from_min and not b.interrupted)
         event = PlanEvent(
@@ -347,6 +350,17 @@ class PlannerService:
         self.published.append(event)
         return event
 
+    async def _last_revision(self, night: str) -> int:
+        newest = await self._bus.newest(self._events_stream)
+        if newest is None:
+            return 0
+        try:
+            return revision_of(decode_plan_event(newest.payload).plan_id, night)
+        except ValueError:  # not a plan we can read: numbering starts again, which only costs uniqueness of ids
+            log.warning("the newest entry on %s is not a plan; plan ids of night %s restart at 1",
+                        self._events_stream, night)
+            return 0
+
     def _too_request(self, ob_id: str) -> ObRequest | None:
         if self._store is None or not ob_id.isdigit():
             return None
@@ -355,6 +369,17 @@ class PlannerService:
         except NotFoundError:
             return None
         return ob.to_request() if ob.state in LIVE_STATES else None
+
+
+def revision_of(plan_id: str, night: str) -> int:
+    """The revision in a plan id `<night>#<n>`; 0 when the id is of another night."""
+    prefix = f"{night}#"
+    if not plan_id.startswith(prefix):
+        return 0
+    revision = plan_id[len(prefix):]
+    if not revision.isdigit():
+        raise ValueError(f"plan id {plan_id!r} has no revision number")
+    return int(revision)
 
 
 def store_obs(store: ObStore) -> ObSource:

@@ -13,7 +13,7 @@ from fakeredis.aioredis import FakeRedis
 from planner.config import SchedulerConfig, SiteConfig
 from planner.domain.night import NightGrid
 from planner.jobs import AFTERNOON_PLAN, AUTO_CLEAN, MORNING_REPORT, build_jobs
-from planner.service import PlannerService, night_of, store_obs
+from planner.service import PlannerService, night_of, revision_of, store_obs
 from planner.store import AUTO_LIFETIME, LIVE_STATES, AutoObCreate, ObState, ObStore
 from skyops.bus import PAYLOAD_FIELD, Bus
 from skyops.messages import AzimuthSector, ConsequenceKind, PlanTrigger, decode_plan_event
@@ -234,3 +234,24 @@ async def test_a_manual_replan_says_who_asked_for_it(service: PlannerService, bu
 
     replanned = (await published(bus))[-1]
     assert replanned.reason == "re-plan asked by sam: clouds coming in"
+
+
+async def test_a_restarted_planner_goes_on_numbering_the_nights_plans(
+    service: PlannerService, bus: Bus, site: SiteConfig, config: SchedulerConfig, clock: FakeClock, night: NightGrid
+) -> None:
+    await service.afternoon_plan()
+    await service.afternoon_plan()
+    restarted = PlannerService(bus=bus, site=site, config=config, clock=clock,
+                               obs=lambda: random_requests(150, seed=11), nights=lambda d: night)
+
+    event = await restarted.afternoon_plan()
+
+    assert [e.plan_id for e in await published(bus)] == [f"{NIGHT.isoformat()}#{n}" for n in (1, 2, 3)]
+    assert event.plan_id == f"{NIGHT.isoformat()}#3"
+
+
+def test_revision_of_reads_the_nights_revision_only() -> None:
+    assert revision_of("2026-11-21#12", "2026-11-21") == 12
+    assert revision_of("2026-11-20#12", "2026-11-21") == 0
+    with pytest.raises(ValueError, match="no revision"):
+        revision_of("2026-11-21#x", "2026-11-21")
