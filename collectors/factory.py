@@ -67,7 +67,7 @@ def build_monitoring(
     live: bool = True,
 ) -> Monitoring:
     """Collectors for every configured source (when `collect`), `dispatchers` dispatchers (when an archive
-    is given), the live fan-out (when `live`) and the manager that runs them.
+    is given), the live fan-out (when `live` and the configuration asks for it) and the manager that runs them.
 
     The archive must know the configured points (`config.retention_classes()`).
     """
@@ -97,7 +97,7 @@ def build_monitoring(
         health = HealthCollector(bus, publisher, list(config.sources.health), consumer=f"{prefix}-health",
                                  clock=clock)
         manager.add(Component("health", health.run))
-    if live:
+    if live and config.dispatcher.live_fanout:
         fanout = LiveFanout(bus, consumer=f"{prefix}-live", group=config.dispatcher.live_group)
         manager.add(Component("live", fanout.run))
     if archive is not None:
@@ -119,7 +119,7 @@ def _opcua_healthy(c: OpcUaCollector) -> Callable[[], bool]:
 
 
 def _dispatcher_healthy(d: Dispatcher) -> Callable[[], bool]:
-    return lambda: d.consumer.consecutive_failures == 0
+    return lambda: d.consumer.consecutive_failures == 0 and d.consecutive_write_failures == 0
 
 
 def _has(config: MonitoringConfig, point: str) -> bool:

@@ -7,8 +7,7 @@ import contextlib
 import logging
 from collections.abc import Iterable
 
-import numpy as np
-
+from collectors.domain.batching import split
 from collectors.domain.processing import PointProcessor
 from config_db.monitoring import QueueConfig
 from skyops import codec
@@ -70,8 +69,7 @@ class SamplePublisher:
             self._pending_len -= sum(len(b) for b in taken)
             batch = SampleBatch.concat(taken)
             size = self.queue.max_batch
-            payloads = [codec.encode_samples(batch.select(np.arange(i, min(i + size, len(batch)))))
-                        for i in range(0, len(batch), size)]
+            payloads = [codec.encode_samples(piece) for piece in split(batch, size)]
             try:
                 await self.bus.publish_many(self.stream, payloads, retention=self.retention)
             except BaseException:

@@ -101,6 +101,11 @@ class HandlerConfig(BaseModel):
     batch_size: int = Field(default=500, gt=0)
     flush_interval: timedelta = Field(default=timedelta(milliseconds=200))
     retry_interval: timedelta = Field(default=timedelta(seconds=1))
+    caller_info: bool = Field(
+        default=False,
+        description="compute each record's file, line, function and process id; the archive stores none of "
+                    "them, and leaving them out saves about a third of every logging call in the process",
+    )
 
 
 class LoggingConfig(BaseModel):

@@ -179,7 +179,13 @@ class QueueConfig(_Strict):
 
 
 class DispatcherConfig(_Strict):
-    """The monitoring point dispatcher: archive writer and live fan-out."""
+    """The monitoring point dispatcher: archive writer and live fan-out.
+
+    The dispatcher holds each point's samples until its archive block is complete (the data has moved
+    past the block's end by `block_grace_s`), for at most `hold_s`, so that one archive row carries a
+    whole block instead of one bus batch; the bus entries stay pending (unacknowledged) until the write
+    that covers all their samples. Latest values are written every `latest_every_s` meanwhile.
+    """
 
     group: str = "archive"
     live_group: str = "live"
@@ -187,6 +193,15 @@ class DispatcherConfig(_Strict):
     block_ms: int = Field(default=200, gt=0)
     min_idle_ms: int = Field(default=10_000, ge=0, description="a dead dispatcher's entries are taken after this")
     flush_aggregates_every_s: float = Field(default=30.0, gt=0)
+    hold_s: float = Field(default=30.0, ge=0, le=3600,
+                          description="longest a sample waits for its block to fill; 0 writes every read at once")
+    block_grace_s: float = Field(default=2.0, ge=0, description="late data a complete block still waits for")
+    max_held_samples: int = Field(default=2_000_000, gt=0,
+                                  description="memory bound: beyond it everything held is written at once")
+    latest_every_s: float = Field(default=1.0, gt=0, description="how often held samples update the latest values")
+    live_fanout: bool = Field(default=False, description=(
+        "also re-publish every batch on the live.samples pub/sub channel (group live_group); the HMI "
+        "reads mon.samples itself and does not need it"))
 
 
 class MonitoringConfig(_Strict):

@@ -6,12 +6,12 @@ import asyncio
 import logging
 
 from config_db.logging import LogFilters
-from logging_svc.domain.filters import keep_central
+from logging_svc.domain.filters import keep_central_batch
 from skyops import codec, streams
 from skyops.archive.port import Archive
 from skyops.bus import Bus, Entry, StreamConsumer
 from skyops.errors import CodecError
-from skyops.records import LogRecord
+from skyops.records import LogBatch
 
 log = logging.getLogger(__name__)
 
@@ -58,29 +58,30 @@ class LogConsumer:
 
     async def handle(self, entries: list[Entry]) -> None:
         filters = self.filters
-        kept_per_entry: list[tuple[Entry, list[LogRecord], bool]] = []
+        kept_per_entry: list[tuple[Entry, LogBatch, bool]] = []
         for entry in entries:
             try:
-                records = codec.decode_logs(entry.payload)
+                batch = codec.decode_log_batch(entry.payload)
             except CodecError as exc:
                 # It can never decode; holding it back would stall the group behind one bad entry.
                 self.corrupt_entries += 1
                 log.error("%s: skipping undecodable log entry %s: %s", self.loop.stream, entry.id, exc)
                 continue
-            kept = keep_central(records, filters)
-            self.filtered_out += len(records) - len(kept)
-            kept_per_entry.append((entry, kept, len(kept) == len(records)))
-        batch = [r for _, kept, _ in kept_per_entry for r in kept]
-        if batch:
-            await self.archive.write_logs(batch)
+            kept = keep_central_batch(batch, filters)
+            self.filtered_out += len(batch) - len(kept)
+            kept_per_entry.append((entry, kept, len(kept) == len(batch)))
+        batch = LogBatch.concat([kept for _, kept, _ in kept_per_entry if len(kept)])
+        if len(batch):
+            await self.archive.write_log_batch(batch)
         self.archived += len(batch)
         await self._broadcast(kept_per_entry)
 
-    async def _broadcast(self, parts: list[tuple[Entry, list[LogRecord], bool]]) -> None:
+    async def _broadcast(self, parts: list[tuple[Entry, LogBatch, bool]]) -> None:
         try:
             for entry, kept, whole in parts:
-                if kept:
-                    await self.bus.broadcast(self.live_channel, entry.payload if whole else codec.encode_logs(kept))
+                if len(kept):
+                    await self.bus.broadcast(self.live_channel,
+                                             entry.payload if whole else codec.encode_log_batch(kept))
         except Exception as exc:  # the batch is archived; only the live view misses it
             self.broadcast_failures += 1
             log.warning("live log tail broadcast failed: %s: %s", type(exc).__name__, exc)

@@ -4,90 +4,128 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import logging.handlers
-import queue
 import socket
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
+import numpy as np
 from redis.exceptions import RedisError
 
 from config_db.logging import HandlerConfig, LogFilters
 from logging_svc.domain.filters import ComponentLevels
 from skyops import codec, streams
 from skyops.bus import Bus, StreamRetention
-from skyops.errors import InvalidRecordError, SkyopsError
-from skyops.records import LogRecord
+from skyops.errors import SkyopsError
+from skyops.records import LogBatch, LogRecord
 from skyops.timeutil import Clock, SystemClock, from_us
 
 # Attributes every `logging.LogRecord` has; anything else on a record came from `extra=` and is kept.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 _MAX_ATTR = 1024
+# How many attributes a record made by logging itself has: more means `extra=` context (or a formatter's
+# cached text, which _context skips).
+_PLAIN_SIZE = len(vars(logging.LogRecord("", 0, "", 0, "", None, None)))
 
 
-def to_log_record(rec: logging.LogRecord, *, source: str, host: str) -> LogRecord:
-    """A `logging` record (already formatted by the handler) in the archive's shape."""
-    message = rec.getMessage()
+def _context(rec: logging.LogRecord) -> tuple[dict[str, str], str | None, str | None]:
+    """What a record carries beyond the standard attributes (from `extra=`): attributes, trace id, OB id."""
     attributes: dict[str, str] = {}
     trace_id = ob_id = None
     for key, value in vars(rec).items():
         if key in _STANDARD or key.startswith("_"):
             continue
         if key == "trace_id" and value is not None:
-            trace_id = str(value)[:100]
+            trace_id = str(value)[:100] or None
         elif key == "ob_id" and value is not None:
-            ob_id = str(value)[:100]
+            ob_id = str(value)[:100] or None
         else:
             attributes[key] = str(value)[:_MAX_ATTR]
-    if len(message) > LogRecord.MAX_MESSAGE:
-        attributes["truncated_from"] = str(len(message))
-        message = message[: LogRecord.MAX_MESSAGE]
-    return LogRecord(
-        ts=from_us(round(rec.created * 1_000_000)),
-        level=max(0, min(100, rec.levelno)),
-        source=source,
-        message=message,
-        component=rec.name[:200],
-        host=host,
+    return attributes, trace_id, ob_id
+
+
+def to_log_batch(items: Sequence[tuple[logging.LogRecord, str]], *, source: str, host: str) -> LogBatch:
+    """Queued `logging` records (each with its message, formatted by the caller) as one LogBatch.
+
+    Column by column: most records carry no `extra=` context, which the size of their attribute dict
+    tells, so only the few that do pay for reading their attributes.
+    """
+    n = len(items)
+    recs = [r for r, _ in items]
+    messages = [m for _, m in items]
+    attributes: list[dict[str, str]] = [{} for _ in range(n)]
+    trace_ids: list[str | None] = [None] * n
+    ob_ids: list[str | None] = [None] * n
+    for i in [i for i, r in enumerate(recs) if len(r.__dict__) != _PLAIN_SIZE]:
+        attributes[i], trace_ids[i], ob_ids[i] = _context(recs[i])
+    if n and max(map(len, messages)) > LogRecord.MAX_MESSAGE:
+        for i, m in enumerate(messages):
+            if len(m) > LogRecord.MAX_MESSAGE:
+                attributes[i] = {**attributes[i], "truncated_from": str(len(m))}
+                messages[i] = m[: LogRecord.MAX_MESSAGE]
+    created = np.fromiter((r.created for r in recs), np.float64, n)
+    levels = np.fromiter((r.levelno for r in recs), np.int64, n)
+    return LogBatch(
+        ts_us=np.rint(created * 1_000_000).astype(np.int64),
+        level=np.clip(levels, 0, 100).astype(np.uint8),
+        source=[source] * n,
+        component=[r.name[:200] for r in recs],
+        host=[host] * n,
+        message=messages,
         attributes=attributes,
-        trace_id=trace_id,
-        ob_id=ob_id,
+        trace_id=trace_ids,
+        ob_id=ob_ids,
     )
 
 
-class BusLogHandler(logging.handlers.QueueHandler):
+class BusLogHandler(logging.Handler):
     """Puts records on a bounded in-memory queue and returns at once; a full queue drops and counts.
 
     Records below their component's minimum level are dropped here, before any formatting cost.
-    Records made by the shipper's own thread are ignored: a bus failure reported through logging
-    must not feed the very queue that cannot drain.
+    The message is formatted here, in the caller's thread (its arguments may change afterwards);
+    everything else is left for the shipper. Records made by the shipper's own thread are ignored: a
+    bus failure reported through logging must not feed the very queue that cannot drain.
     """
 
     def __init__(self, *, levels: ComponentLevels, max_buffer: int) -> None:
-        self._q: queue.Queue[logging.LogRecord] = queue.Queue(maxsize=max_buffer)
-        super().__init__(self._q)
+        super().__init__()
+        # A deque's append and popleft are atomic; the bound is checked before appending, so a race
+        # between threads can overshoot it by at most one record per thread.
+        self._q: deque[tuple[logging.LogRecord, str]] = deque()
+        self.max_buffer = max_buffer
         self.levels = levels
         self.ignored_thread: int | None = None
         self._lock = threading.Lock()
         self._dropped = 0
         self.dropped_total = 0  # records lost to a full queue, for /metrics
 
+    def handle(self, record: logging.LogRecord) -> bool:
+        # logging.Handler.handle takes the handler's lock around emit(); nothing here needs it.
+        if self.filters and not self.filter(record):
+            return False
+        self.emit(record)
+        return True
+
     def emit(self, record: logging.LogRecord) -> None:
         if record.thread is not None and record.thread == self.ignored_thread:
             return
         if not self.levels.allows(record.name, record.levelno):
             return
-        super().emit(record)
-
-    def enqueue(self, record: logging.LogRecord) -> None:
         try:
-            self._q.put_nowait(record)
-        except queue.Full:
+            if record.exc_info or record.exc_text or record.stack_info or self.formatter is not None:
+                message = self.format(record)  # the traceback goes with the message, as QueueHandler does
+            else:
+                message = record.getMessage()
+        except Exception:
+            self.handleError(record)
+            return
+        if len(self._q) >= self.max_buffer:
             with self._lock:
                 self._dropped += 1
                 self.dropped_total += 1
+            return
+        self._q.append((record, message))
 
     def take_dropped(self) -> int:
         """Drops since the last call (the shipper reports them once the bus is back)."""
@@ -95,17 +133,13 @@ class BusLogHandler(logging.handlers.QueueHandler):
             n, self._dropped = self._dropped, 0
         return n
 
-    def drain(self, limit: int) -> list[logging.LogRecord]:
-        out: list[logging.LogRecord] = []
-        while len(out) < limit:
-            try:
-                out.append(self._q.get_nowait())
-            except queue.Empty:
-                break
-        return out
+    def drain(self, limit: int) -> list[tuple[logging.LogRecord, str]]:
+        q = self._q
+        n = min(limit, len(q))
+        return [q.popleft() for _ in range(n)]
 
     def queued(self) -> int:
-        return self._q.qsize()
+        return len(self._q)
 
 
 class LogShipper:
@@ -141,33 +175,26 @@ class LogShipper:
         self.round_size = batch_size * batches_per_round
         self.clock: Clock = clock or SystemClock()
         self.stream = stream
-        self._pending: deque[LogRecord] = deque()
+        self._pending: LogBatch | None = None
         self._unreported_drops = 0
         self.published = 0
         self.publish_failures = 0
-        self.unconvertible = 0
         self.bus_up = True
 
     async def flush_once(self) -> int:
         """Publish what is pending and queued (up to one round); returns how many records went out."""
-        if not self._pending:
-            for rec in self.handler.drain(self.round_size):
-                try:
-                    self._pending.append(to_log_record(rec, source=self.source, host=self.host))
-                except InvalidRecordError:
-                    # Cannot be archived as is (e.g. a bad source name); counted with the drops.
-                    self._unreported_drops += 1
-                    self.unconvertible += 1
+        if self._pending is None:
+            items = self.handler.drain(self.round_size)
+            if items:
+                self._pending = to_log_batch(items, source=self.source, host=self.host)
         self._unreported_drops += self.handler.take_dropped()
         sent = 0
-        if self._pending:
-            records = list(self._pending)
-            payloads = [codec.encode_logs(records[i : i + self.batch_size])
-                        for i in range(0, len(records), self.batch_size)]
-            if not await self._publish(payloads):
+        if self._pending is not None:
+            batch = self._pending
+            if not await self._publish([codec.encode_log_batch(part) for part in batch.parts(self.batch_size)]):
                 return 0
-            self._pending.clear()
-            sent = len(records)
+            self._pending = None
+            sent = len(batch)
             self.published += sent
         if self._unreported_drops:
             report = self._drop_report(self._unreported_drops)
@@ -201,7 +228,7 @@ class LogShipper:
 
     @property
     def buffered(self) -> int:
-        return len(self._pending) + self.handler.queued()
+        return (len(self._pending) if self._pending is not None else 0) + self.handler.queued()
 
     @property
     def unreported_drops(self) -> int:
@@ -234,6 +261,7 @@ class ShipperThread:
         self._thread = threading.Thread(target=self._main, name="skyops-log-shipper", daemon=True)
         self.shipper: LogShipper | None = None
         self.error: BaseException | None = None
+        self.restore_caller_info: Callable[[], None] = lambda: None
 
     def start(self) -> None:
         self._thread.start()
@@ -273,6 +301,23 @@ class ShipperThread:
             await bus.redis.aclose()
 
 
+def set_caller_info(enabled: bool) -> Callable[[], None]:
+    """Turn `logging`'s per-call caller lookups on or off for the process; returns what restores them.
+
+    These are the switches of the logging HOWTO's "Optimization" section: without them a record has
+    no file, line, function or process id, which the bus and the archive never carry anyway.
+    """
+    saved = (logging._srcfile, logging.logProcesses, logging.logMultiprocessing)
+    if not enabled:
+        logging._srcfile = None
+        logging.logProcesses = logging.logMultiprocessing = False
+
+    def restore() -> None:
+        logging._srcfile, logging.logProcesses, logging.logMultiprocessing = saved
+
+    return restore
+
+
 def install_bus_logging(
     *,
     source: str,
@@ -290,6 +335,7 @@ def install_bus_logging(
     """
     handler = BusLogHandler(levels=ComponentLevels(filters), max_buffer=config.max_buffer)
     thread = ShipperThread(handler, bus_factory, source=source, retention=retention, config=config, host=host)
+    thread.restore_caller_info = set_caller_info(config.caller_info)
     (logger or logging.getLogger()).addHandler(handler)
     thread.start()
     return thread
@@ -298,3 +344,4 @@ def install_bus_logging(
 def uninstall_bus_logging(thread: ShipperThread, logger: logging.Logger | None = None, timeout: float = 5.0) -> None:
     (logger or logging.getLogger()).removeHandler(thread.handler)
     thread.stop(timeout)
+    thread.restore_caller_info()

@@ -5,7 +5,6 @@
 import asyncio
 import hmac
 import logging
-from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
@@ -19,7 +18,7 @@ from logging_svc.domain.rejects import IntakeStats
 from skyops import codec, streams
 from skyops.bus import Bus, StreamRetention
 from skyops.errors import BackendUnavailableError
-from skyops.records import LogRecord
+from skyops.records import LogBatch
 from skyops.timeutil import Clock, SystemClock
 
 log = logging.getLogger(__name__)
@@ -87,19 +86,18 @@ class HttpIntake:
             parsed = await asyncio.to_thread(parse_batch, body, source=source, now=now, max_line_bytes=limit)
         else:
             parsed = parse_batch(body, source=source, now=now, max_line_bytes=limit)
-        await self.publish(parsed.records)
-        self.stats.accepted += len(parsed.records)
+        await self.publish(parsed.batch)
+        self.stats.accepted += len(parsed.batch)
         self.stats.accepted_bytes += parsed.accepted_bytes
         self.stats.reject(parsed.rejected)
         if parsed.rejected:
             first = parsed.rejected[0]
             log.warning("log intake from %s: %d of %d lines refused; first, line %d: %s", source,
-                        len(parsed.rejected), len(parsed.rejected) + len(parsed.records), first.line, first.reason)
+                        len(parsed.rejected), len(parsed.rejected) + len(parsed.batch), first.line, first.reason)
         return parsed
 
-    async def publish(self, records: Sequence[LogRecord]) -> None:
-        n = self.config.records_per_entry
-        payloads = [codec.encode_logs(records[i : i + n]) for i in range(0, len(records), n)]
+    async def publish(self, batch: LogBatch) -> None:
+        payloads = [codec.encode_log_batch(part) for part in batch.parts(self.config.records_per_entry)]
         if payloads:
             await self.bus.publish_many(self.stream, payloads, retention=self.retention)
 
@@ -142,13 +140,14 @@ def make_router(intake: HttpIntake) -> APIRouter:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
                                 f"the log bus is unreachable, nothing was kept; retry the batch: {exc}") from None
         result = IntakeResponse(
-            accepted=len(parsed.records),
+            accepted=len(parsed.batch),
             rejected=len(parsed.rejected),
             errors=[LineError(line=r.line, kind=r.kind.value, reason=r.reason)
                     for r in parsed.rejected[:MAX_LISTED_ERRORS]],
         )
         # A batch whose every line was refused is the sender's error; a partial one is a success.
-        code = status.HTTP_422_UNPROCESSABLE_CONTENT if parsed.rejected and not parsed.records else status.HTTP_200_OK
+        all_refused = parsed.rejected and not len(parsed.batch)
+        code = status.HTTP_422_UNPROCESSABLE_CONTENT if all_refused else status.HTTP_200_OK
         return JSONResponse(result.model_dump(), status_code=code)
 
     return router

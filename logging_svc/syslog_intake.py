@@ -11,10 +11,9 @@ from datetime import timedelta
 
 from config_db.logging import SyslogConfig
 from logging_svc.domain.rejects import IntakeStats, Rejected
-from logging_svc.domain.syslog import SyslogContext, TcpFramer, parse_or_reject
+from logging_svc.domain.syslog import SyslogContext, SyslogFields, TcpFramer, fields_to_batch, parse_or_reject
 from skyops import codec, streams
 from skyops.bus import Bus, StreamRetention
-from skyops.records import LogRecord
 from skyops.timeutil import Clock, SystemClock
 
 log = logging.getLogger(__name__)
@@ -52,7 +51,7 @@ class SyslogIntake:
         self.received = 0
         self.dropped = 0  # parsed records lost to a full backlog while the bus was down
         self.publish_failures = 0
-        self._buffer: list[LogRecord] = []
+        self._buffer: list[SyslogFields] = []
         self._unreported: list[Rejected] = []
         self._full = asyncio.Event()
         self._udp: _UdpListener | None = None
@@ -64,19 +63,29 @@ class SyslogIntake:
     # -- parsing -----------------------------------------------------------------------------------
 
     def accept(self, data: bytes, peer: str) -> None:
-        self.received += 1
+        self.accept_many([data], peer)
+
+    def accept_many(self, messages: Sequence[bytes | Rejected], peer: str) -> None:
+        """Messages that arrived together from `peer` (one TCP read, one UDP burst), stamped with one `now`."""
         ctx = SyslogContext(now=self.clock.now(), peer_host=peer, default_source=self.config.source,
                             sources_by_host=self.config.hosts)
-        result = parse_or_reject(data, ctx, self.received, self.config.max_message_bytes)
-        if isinstance(result, Rejected):
-            self.reject(result)
-            return
-        if len(self._buffer) >= self.max_buffer:
-            self.dropped += 1
-            return
-        self._buffer.append(result)
-        self.stats.accepted_bytes += len(data)
-        if len(self._buffer) >= self.batch_size:
+        limit = self.config.max_message_bytes
+        buffer = self._buffer
+        for data in messages:
+            self.received += 1
+            if isinstance(data, Rejected):  # refused by the TCP framer
+                self.reject(data)
+                continue
+            result = parse_or_reject(data, ctx, self.received, limit)
+            if isinstance(result, Rejected):
+                self.reject(result)
+                continue
+            if len(buffer) >= self.max_buffer:
+                self.dropped += 1
+                continue
+            buffer.append(result)
+            self.stats.accepted_bytes += len(data)
+        if len(buffer) >= self.batch_size:
             self._full.set()
 
     def reject(self, rejected: Rejected) -> None:
@@ -106,9 +115,9 @@ class SyslogIntake:
         self.stats.accepted += len(records)
         return len(records)
 
-    async def _publish(self, records: Sequence[LogRecord]) -> None:
-        n = self.batch_size
-        payloads = [codec.encode_logs(records[i : i + n]) for i in range(0, len(records), n)]
+    async def _publish(self, records: Sequence[SyslogFields]) -> None:
+        batch = fields_to_batch(records)
+        payloads = [codec.encode_log_batch(part) for part in batch.parts(self.batch_size)]
         await self.bus.publish_many(self.stream, payloads, retention=self.retention)
 
     def _report_rejections(self) -> None:
@@ -171,13 +180,8 @@ class SyslogIntake:
         framer = TcpFramer(self.config.max_message_bytes)
         self._connections.add(writer)
         try:
-            while data := await reader.read(65536):
-                for item in framer.feed(data):
-                    if isinstance(item, Rejected):
-                        self.received += 1
-                        self.reject(item)
-                    else:
-                        self.accept(item, peer)
+            while data := await reader.read(262144):
+                self.accept_many(framer.feed(data), peer)
         except (ConnectionError, OSError) as exc:
             log.info("syslog TCP connection from %s ended: %s", peer, exc)
         finally:
@@ -212,16 +216,21 @@ class _UdpListener:
 
     def _read(self) -> None:
         recv = self.sock.recvfrom
-        accept = self.intake.accept
-        for _ in range(self.BURST):
-            try:
+        burst: list[tuple[bytes, str]] = []
+        try:
+            for _ in range(self.BURST):
                 data, addr = recv(65535)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:  # e.g. ICMP errors surfacing on the socket: keep listening
-                log.warning("syslog UDP listener error: %s", exc)
-                return
-            accept(data, str(addr[0]))
+                burst.append((data, str(addr[0])))
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as exc:  # e.g. ICMP errors surfacing on the socket: keep listening
+            log.warning("syslog UDP listener error: %s", exc)
+        # Consecutive datagrams of one peer are parsed together (one clock reading, one context).
+        start = 0
+        for i in range(1, len(burst) + 1):
+            if i == len(burst) or burst[i][1] != burst[start][1]:
+                self.intake.accept_many([d for d, _ in burst[start:i]], burst[start][1])
+                start = i
 
     def close(self) -> None:
         self._loop.remove_reader(self.sock.fileno())

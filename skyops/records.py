@@ -416,6 +416,136 @@ class LogRecord:
         return to_us(self.ts)
 
 
+# Microseconds that `from_us` can turn into a datetime (years 1..9999).
+_TS_US_MIN, _TS_US_MAX = -62_135_596_800_000_000, 253_402_300_799_999_999
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class LogBatch:
+    """Many log records as columns: what intakes build, the bus carries and archives write, with no object per record.
+
+    The text columns are trusted to hold `str` (intakes build them from typed decoders, the codec from
+    Avro); everything else a LogRecord checks is checked here over whole columns at once.
+    """
+
+    ts_us: npt.NDArray[np.int64]
+    level: npt.NDArray[np.uint8]
+    source: list[str]
+    component: list[str]
+    host: list[str]
+    message: list[str]
+    attributes: list[dict[str, str]]
+    trace_id: list[str | None]
+    ob_id: list[str | None]
+
+    def __post_init__(self) -> None:
+        n = len(self.ts_us)
+        columns = (self.level, self.source, self.component, self.host, self.message, self.attributes,
+                   self.trace_id, self.ob_id)
+        if any(len(c) != n for c in columns):
+            raise InvalidRecordError("log batch columns differ in length")
+        if n == 0:
+            return
+        if int(self.ts_us.min()) < _TS_US_MIN or int(self.ts_us.max()) > _TS_US_MAX:
+            raise InvalidRecordError("log batch holds a timestamp outside years 1..9999")
+        if int(self.level.max()) > 100:
+            raise InvalidRecordError(f"log level {int(self.level.max())} is outside 0..100")
+        for what, col, lo, hi in (("log source", self.source, 1, 100),
+                                  ("log message", self.message, 0, LogRecord.MAX_MESSAGE),
+                                  ("log component", self.component, 0, 200), ("log host", self.host, 0, 255)):
+            lengths = list(map(len, col))
+            if min(lengths) < lo:
+                raise InvalidRecordError(f"{what} is empty")
+            if max(lengths) > hi:
+                raise InvalidRecordError(f"{what} is {max(lengths)} characters long; the limit is {hi}")
+        for what, ids in (("log trace_id", self.trace_id), ("log ob_id", self.ob_id)):
+            if ids.count(None) == n:  # the usual case, counted in C
+                continue
+            lengths = [len(v) for v in ids if v is not None]
+            if min(lengths) < 1 or max(lengths) > 100:
+                raise InvalidRecordError(f"{what} must be 1..100 characters long")
+
+    def __len__(self) -> int:
+        return len(self.ts_us)
+
+    @classmethod
+    def empty(cls) -> LogBatch:
+        return cls(ts_us=np.zeros(0, np.int64), level=np.zeros(0, np.uint8), source=[], component=[], host=[],
+                   message=[], attributes=[], trace_id=[], ob_id=[])
+
+    @classmethod
+    def from_records(cls, records: Sequence[LogRecord]) -> LogBatch:
+        return cls(
+            ts_us=np.fromiter((r.ts_us for r in records), np.int64, len(records)),
+            level=np.fromiter((r.level for r in records), np.uint8, len(records)),
+            source=[r.source for r in records],
+            component=[r.component for r in records],
+            host=[r.host for r in records],
+            message=[r.message for r in records],
+            attributes=[dict(r.attributes) for r in records],
+            trace_id=[r.trace_id for r in records],
+            ob_id=[r.ob_id for r in records],
+        )
+
+    @classmethod
+    def concat(cls, batches: Sequence[LogBatch]) -> LogBatch:
+        if len(batches) == 1:
+            return batches[0]
+        if not batches:
+            return cls.empty()
+        return cls(
+            ts_us=np.concatenate([b.ts_us for b in batches]),
+            level=np.concatenate([b.level for b in batches]),
+            source=[v for b in batches for v in b.source],
+            component=[v for b in batches for v in b.component],
+            host=[v for b in batches for v in b.host],
+            message=[v for b in batches for v in b.message],
+            attributes=[v for b in batches for v in b.attributes],
+            trace_id=[v for b in batches for v in b.trace_id],
+            ob_id=[v for b in batches for v in b.ob_id],
+        )
+
+    def part(self, start: int, stop: int) -> LogBatch:
+        """Records `start` to `stop` (a slice of every column; no copy of the numbers)."""
+        if start == 0 and stop >= len(self):
+            return self
+        return LogBatch(ts_us=self.ts_us[start:stop], level=self.level[start:stop], source=self.source[start:stop],
+                        component=self.component[start:stop], host=self.host[start:stop],
+                        message=self.message[start:stop], attributes=self.attributes[start:stop],
+                        trace_id=self.trace_id[start:stop], ob_id=self.ob_id[start:stop])
+
+    def parts(self, size: int) -> list[LogBatch]:
+        """Consecutive parts of at most `size` records (what one bus entry carries)."""
+        return [self.part(i, i + size) for i in range(0, len(self), size)]
+
+    def take(self, index: npt.NDArray[np.intp] | npt.NDArray[np.bool_]) -> LogBatch:
+        """The records at `index` (positions, or a boolean mask), in that order."""
+        idx = np.flatnonzero(index) if index.dtype == np.bool_ else index
+        if len(idx) == len(self) and (len(idx) == 0 or bool((idx == np.arange(len(idx))).all())):
+            return self
+        pick = idx.tolist()
+        return LogBatch(
+            ts_us=self.ts_us[idx],
+            level=self.level[idx],
+            source=[self.source[i] for i in pick],
+            component=[self.component[i] for i in pick],
+            host=[self.host[i] for i in pick],
+            message=[self.message[i] for i in pick],
+            attributes=[self.attributes[i] for i in pick],
+            trace_id=[self.trace_id[i] for i in pick],
+            ob_id=[self.ob_id[i] for i in pick],
+        )
+
+    def records(self) -> list[LogRecord]:
+        return [
+            LogRecord(ts=from_us(ts), level=lvl, source=src, message=msg, component=comp, host=host,
+                      attributes=attrs, trace_id=tid, ob_id=ob)
+            for ts, lvl, src, comp, host, msg, attrs, tid, ob in zip(
+                self.ts_us.tolist(), self.level.tolist(), self.source, self.component, self.host, self.message,
+                self.attributes, self.trace_id, self.ob_id, strict=True)
+        ]
+
+
 @dataclass(frozen=True, slots=True)
 class AlarmEvent:
     """A transition of an alarm or an operator action on it (ack, shelve, comment...), as archived."""

@@ -67,7 +67,7 @@ class PointProcessor:
         self.counters.received += n
         if not n:
             return batch
-        local = np.array([self.index.get(p, -1) for p in batch.points], dtype=np.int64)
+        local = self._local(batch.points)
         gidx = local[batch.point_idx]
         known = gidx >= 0
         self.counters.unknown_point += int(n - known.sum())
@@ -108,6 +108,14 @@ class PointProcessor:
         self.counters.published += len(out)
         self.counters.suppressed += len(g) - len(out)
         return out
+
+    def _local(self, names: tuple[str, ...]) -> I64:
+        """Each name's index in the configuration, -1 for names not configured."""
+        try:
+            # The common case (every name configured) without a Python frame per name.
+            return np.fromiter(map(self.index.__getitem__, names), dtype=np.int64, count=len(names))
+        except KeyError:
+            return np.fromiter((self.index.get(p, -1) for p in names), dtype=np.int64, count=len(names))
 
     def _value_ids(self, batch: SampleBatch, order: npt.NDArray[np.intp], kind: I64) -> I64:
         """An id per value that is equal exactly when the values are (strings are interned across batches)."""

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from config_db.logging import LogFilters
-from skyops.records import LogRecord
+from skyops.records import LogBatch, LogRecord
 
 
 def keep_central(records: Sequence[LogRecord], filters: LogFilters) -> list[LogRecord]:
@@ -13,6 +15,15 @@ def keep_central(records: Sequence[LogRecord], filters: LogFilters) -> list[LogR
     if not filters.sources and filters.default_level <= 0:
         return list(records)
     return [r for r in records if r.level >= filters.source_level(r.source)]
+
+
+def keep_central_batch(batch: LogBatch, filters: LogFilters) -> LogBatch:
+    """`keep_central` over columns: one minimum per distinct source, one comparison for the batch."""
+    if not filters.sources and filters.default_level <= 0:
+        return batch
+    minimum = {s: filters.source_level(s) for s in set(batch.source)}
+    floor = np.fromiter((minimum[s] for s in batch.source), np.int16, len(batch))
+    return batch.take(batch.level >= floor)
 
 
 class ComponentLevels:
@@ -42,4 +53,5 @@ class ComponentLevels:
         return level
 
     def allows(self, component: str, level: int) -> bool:
-        return level >= self.minimum(component)
+        minimum = self._state[1].get(component)  # the cached answer, without a second call
+        return level >= (minimum if minimum is not None else self.minimum(component))

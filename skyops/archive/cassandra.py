@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from cassandra import ConsistencyLevel
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, ResponseFuture, Session
+from cassandra.concurrent import execute_concurrent
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
-from cassandra.query import BatchStatement, BatchType, PreparedStatement
+from cassandra.query import UNSET_VALUE, BatchStatement, BatchType, BoundStatement, PreparedStatement, Statement
 
 from skyops.archive.binning import Aggregates, Resolution
 from skyops.archive.blocks import Chunk
@@ -27,12 +31,12 @@ from skyops.archive.port import (
     RetentionClass,
     day_range,
     decode_cursor,
-    log_id_of,
+    log_ids,
     page_logs,
 )
 from skyops.archive.sqlite import _AGG_COLS, aggregates_from_rows, alarm_from_row, latest_sample, log_from_row
 from skyops.errors import BackendUnavailableError
-from skyops.records import AlarmEvent, LogRecord, Sample
+from skyops.records import AlarmEvent, LogBatch, LogRecord, Sample
 from skyops.timeutil import US_PER_DAY, US_PER_S, from_us, to_us
 
 log = logging.getLogger(__name__)
@@ -48,9 +52,37 @@ _AGG_DEFS = ", ".join(
 
 # A day of 1-minute aggregate rows is 1,440; batches stay well under the node's size thresholds.
 MAX_BATCH_ROWS = 100
+# Packed-block batches (rows of one replica set) stay under the 50 KiB batch_size_fail_threshold of a
+# stock Cassandra; the warning threshold is the operator's to raise (deploy/ sets 64 KiB).
+MAX_CHUNK_BATCH_BYTES = 48 * 1024
+MAX_CHUNK_BATCH_ROWS = 200
+MAX_CHUNK_BATCHES_IN_FLIGHT = 48
 
 
 LATEST_BUCKETS = 64
+
+# Log rows go in single-partition batches sized by bytes, kept under the node's batch_size_warn_threshold
+# (64 KiB in deploy/scripts/cassandra.sh): past it every batch logs a warning on the node and the client.
+LOG_BATCH_BYTES = 60 * 1024
+LOG_BATCHES_IN_FLIGHT = 16
+_ROW_OVERHEAD = 120  # per row: source, hour, shard, ts, id, level, value lengths, statement id
+_INT64 = struct.Struct(">q")
+_INT32 = struct.Struct(">i")
+_INT8 = struct.Struct(">b")
+_LEVEL_BYTES = [_INT32.pack(i) for i in range(101)]
+
+
+def _or_unset(value: object) -> object:
+    return UNSET_VALUE if value is None else value
+
+
+def _text_map(m: dict[str, str]) -> bytes:
+    """A map<text, text> in the native protocol's (v3+) encoding, as the driver's own serializer writes it."""
+    parts = [_INT32.pack(len(m))]
+    for k, v in m.items():
+        kb, vb = k.encode(), v.encode()
+        parts += (_INT32.pack(len(kb)), kb, _INT32.pack(len(vb)), vb)
+    return b"".join(parts)
 
 
 def latest_bucket(point: str) -> int:
@@ -295,6 +327,7 @@ class CassandraArchive(Archive):
         ttl_s = int(cls.ttl.total_seconds())
         now_us = _wall_us()
         rows = []
+        sizes: list[int] = []
         for c in chunks:
             # Expire with the samples' own age, not the write time: a backlog written late still
             # leaves on schedule, and TWCS drops whole SSTables.
@@ -302,9 +335,74 @@ class CassandraArchive(Archive):
             if remaining <= 0:
                 log.warning("dropping %d samples of %s older than the %s retention", c.n, c.point, cls.name)
                 continue
+            # No strings (the common, numeric case) leaves the column unset: binding an empty list would
+            # write a collection tombstone with every row.
             rows.append((c.point, c.day, c.start_us, c.chunk_id, c.end_us, c.n, c.ts, c.kind, c.bits, c.quality,
-                         list(c.strings), int(min(remaining, ttl_s))))
-        await self._run_all(f"chunk_w_{cls.name}", rows)
+                         list(c.strings) if c.strings else UNSET_VALUE, int(min(remaining, ttl_s))))
+            sizes.append(len(c.ts) + len(c.kind) + len(c.bits) + len(c.quality) + sum(map(len, c.strings)) + 96)
+        ps = self._ps[f"chunk_w_{cls.name}"]
+        await self._execute_concurrent(self._replica_batches(ps, rows, sizes))
+
+    def _replica_batches(self, ps: PreparedStatement, rows: Sequence[Sequence[Any]],
+                         sizes: Sequence[int]) -> list[Statement]:
+        """Rows bound and grouped by the replicas owning their partition, as UNLOGGED batches of bounded size.
+
+        Every row of a batch lives on the same replicas and token-aware routing sends the batch to one of
+        them, so the batch is one request applied where its data lives: none of the coordinator fan-out
+        that makes batches across partitions an anti-pattern. The archive's cost is per request, and a
+        write of packed blocks is thousands of small rows of different partitions (points).
+        """
+        cluster = self._cluster
+        if cluster is None:
+            raise RuntimeError("the archive is not open")
+        metadata = cluster.metadata
+        hosts = len(metadata.all_hosts())
+        everywhere: tuple[str, ...] | None = None
+        groups: dict[tuple[str, ...], list[tuple[BoundStatement, int]]] = {}
+        for row, size in zip(rows, sizes, strict=True):
+            bound = ps.bind(row)
+            replicas = everywhere
+            if replicas is None:
+                replicas = tuple(sorted(str(h.endpoint) for h in metadata.get_replicas(self.keyspace,
+                                                                                       bound.routing_key)))
+                # A keyspace replicates every partition to the same number of nodes: when that is all of
+                # them (one node, or RF = cluster size), every row has the same replicas.
+                if len(replicas) == hosts:
+                    everywhere = replicas
+            groups.setdefault(replicas, []).append((bound, size))
+        out: list[Statement] = []
+        for members in groups.values():
+            batch: list[BoundStatement] = []
+            used = 0
+            for bound, size in members:
+                if batch and (used + size > MAX_CHUNK_BATCH_BYTES or len(batch) >= MAX_CHUNK_BATCH_ROWS):
+                    out.append(_as_statement(batch))
+                    batch, used = [], 0
+                batch.append(bound)
+                used += size
+            if batch:
+                out.append(_as_statement(batch))
+        return out
+
+    async def _execute_concurrent(self, statements: Sequence[Statement]) -> None:
+        """Run statements `max_in_flight` at a time, each next one issued from the driver's I/O thread.
+
+        The driver's `execute_concurrent` chains requests in its completion callbacks; an asyncio future
+        per request (and a semaphore with thousands of waiters) costs more CPU than the requests do once
+        a write holds thousands of rows.
+        """
+        if not statements:
+            return
+        session = self._session
+        if session is None:
+            raise RuntimeError("the archive is not open")
+        work = [(st, None) for st in statements]
+        # Batches are up to MAX_CHUNK_BATCH_BYTES each: fewer of them in flight keep the socket writable.
+        concurrency = min(self._max_in_flight, MAX_CHUNK_BATCHES_IN_FLIGHT)
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: execute_concurrent(session, work, concurrency=concurrency,
+                                             raise_on_first_error=True, results_generator=False)
+        )
 
     async def _read_chunks(self, cls: RetentionClass, point: str, start_us: int, end_us: int) -> list[Chunk]:
         lo = start_us - start_us % (cls.block_seconds * US_PER_S)
@@ -356,19 +454,97 @@ class CassandraArchive(Archive):
 
     # --- logs ---------------------------------------------------------------------------------
     async def write_logs(self, records: Sequence[LogRecord]) -> None:
-        rows = []
-        partitions = set()
-        for r in records:
-            ts = r.ts_us
-            rid = log_id_of(ts, r.source, r.component, r.host, r.level, r.message)
-            hour = ts // HOUR_US
-            partitions.add((r.source, hour))
-            rows.append((r.source, hour, rid % LOG_SHARDS, ts, rid, r.level, r.component,
-                         r.host, r.message, dict(r.attributes), r.trace_id, r.ob_id))
+        await self.write_log_batch(LogBatch.from_records(records))
+
+    async def write_log_batch(self, batch: LogBatch) -> None:
+        if not len(batch):
+            return
+        ids = log_ids(batch)
+        hours = batch.ts_us // HOUR_US
+        shards = ids % LOG_SHARDS
+        keys = list(zip(batch.source, hours.tolist(), shards.tolist(), strict=True))
+        partitions = sorted({(s, h) for s, h, _ in keys})
         # The directories first: a record is never stored where a search would not look for it.
         await asyncio.gather(self._run_all("log_src_w", [(s,) for s in sorted({s for s, _ in partitions})]),
-                             self._run_all("log_hour_w", sorted(partitions)))
-        await self._run_by_partition("log_w", rows, key_len=3)
+                             self._run_all("log_hour_w", partitions))
+        # Sent as they are built, so Cassandra works while the next ones are serialized; bounded by
+        # bytes as well as by count: the driver refuses requests (ConnectionBusy) once its write
+        # buffer holds a few MB, which 128 batches of 60 KB in flight would exceed.
+        sem = asyncio.Semaphore(LOG_BATCHES_IN_FLIGHT)
+
+        async def one(statement: BatchStatement) -> None:
+            try:
+                await self._run(statement, ())
+            finally:
+                sem.release()
+
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            for statement in self._log_batches(batch, ids, keys):
+                await sem.acquire()
+                tasks.append(asyncio.create_task(one(statement)))
+                await asyncio.sleep(0)  # lets the new task hand its request to the driver
+        finally:
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    def _log_batches(self, batch: LogBatch, ids: npt.NDArray[np.int64],
+                     keys: list[tuple[str, int, int]]) -> Iterator[BatchStatement]:
+        """UNLOGGED single-partition batches of at most LOG_BATCH_BYTES each.
+
+        The driver's bind() costs ~20 µs a row (a BoundStatement and a column descriptor per value),
+        more than the rest of the consumer together; rows are serialized here in bulk instead, and only
+        each batch's first row goes through bind() so the batch carries its routing key. Absent values
+        are UNSET rather than null: a null is a tombstone Cassandra must write, keep and compact.
+        """
+        ps = self._ps["log_w"]
+        qid = ps.query_id
+        pack_q = _INT64.pack
+        ts_b = list(map(pack_q, batch.ts_us.tolist()))
+        id_b = list(map(pack_q, ids.tolist()))
+        comp_b = [v.encode() for v in batch.component]
+        host_b = [v.encode() for v in batch.host]
+        msg_b = [v.encode() for v in batch.message]
+        attr_b = [_text_map(a) if a else UNSET_VALUE for a in batch.attributes]
+        tid_b = [UNSET_VALUE if v is None else v.encode() for v in batch.trace_id]
+        ob_b = [UNSET_VALUE if v is None else v.encode() for v in batch.ob_id]
+        # Bytes a row adds to its batch: the variable columns, plus the fixed ones and framing.
+        n = len(batch)
+        sizes = (np.fromiter(map(len, comp_b), np.int64, n) + np.fromiter(map(len, host_b), np.int64, n)
+                 + np.fromiter(map(len, msg_b), np.int64, n) + _ROW_OVERHEAD).tolist()
+        if any(a is not UNSET_VALUE for a in attr_b):
+            sizes = [n + (len(a) if isinstance(a, bytes) else 0) for n, a in zip(sizes, attr_b, strict=True)]
+        levels = batch.level.tolist()
+        by_key: dict[tuple[str, int, int], list[int]] = {}
+        for i, key in enumerate(keys):
+            by_key.setdefault(key, []).append(i)
+        for key, rows in by_key.items():
+            src_b, hour_b, shard_b = key[0].encode(), pack_q(key[1]), _INT8.pack(key[2])
+            current = BatchStatement(batch_type=BatchType.UNLOGGED)
+            first = rows[0]
+            current.add(ps, (key[0], key[1], key[2], int(batch.ts_us[first]), int(ids[first]), levels[first],
+                             batch.component[first], batch.host[first], batch.message[first],
+                             batch.attributes[first] or UNSET_VALUE, _or_unset(batch.trace_id[first]),
+                             _or_unset(batch.ob_id[first])))
+            size = sizes[first]
+            add = current._add_statement_and_params
+            for i in rows[1:]:
+                if size + sizes[i] > LOG_BATCH_BYTES:
+                    previous, current = current, BatchStatement(batch_type=BatchType.UNLOGGED)
+                    current.add(ps, (key[0], key[1], key[2], int(batch.ts_us[i]), int(ids[i]), levels[i],
+                                     batch.component[i], batch.host[i], batch.message[i],
+                                     batch.attributes[i] or UNSET_VALUE, _or_unset(batch.trace_id[i]),
+                                     _or_unset(batch.ob_id[i])))
+                    yield previous
+                    add = current._add_statement_and_params
+                    size = sizes[i]
+                    continue
+                add(True, qid, [src_b, hour_b, shard_b, ts_b[i], id_b[i], _LEVEL_BYTES[levels[i]], comp_b[i],
+                                host_b[i], msg_b[i], attr_b[i], tid_b[i], ob_b[i]])
+                size += sizes[i]
+            yield current
 
     async def rebuild_log_directory(self) -> int:
         """Re-list every (source, hour) that holds logs, e.g. for logs written before `log_hours` existed.
@@ -472,6 +648,15 @@ class CassandraArchive(Archive):
         rows = [r for page in pages for r in page]
         rows.sort(key=lambda r: (r[1], r[0], r[2]), reverse=True)
         return [alarm_from_row(r) for r in rows[:limit]]
+
+
+def _as_statement(bound: list[BoundStatement]) -> Statement:
+    if len(bound) == 1:
+        return bound[0]
+    batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+    for b in bound:
+        batch.add(b)
+    return batch
 
 
 def _settle(fut: asyncio.Future[list[Any]], rows: list[Any] | None, exc: BaseException | None) -> None:

@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from skyops.archive.binning import Aggregates, BinnedSeries, Resolution, aggregate, plan_bins, to_bins
 from skyops.archive.blocks import Chunk, check_block_seconds, chunk_sorted, unpack
 from skyops.errors import InvalidRecordError, UnknownPointError
-from skyops.records import K_STR, AlarmEvent, LogRecord, Sample, SampleBatch, check_point_name
+from skyops.records import K_STR, AlarmEvent, LogBatch, LogRecord, Sample, SampleBatch, check_point_name
 from skyops.timeutil import US_PER_DAY, US_PER_S, from_us, to_us
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,13 @@ def log_id_of(ts_us: int, source: str, component: str, host: str, level: int, me
     text = f"{ts_us}\x1f{source}\x1f{component}\x1f{host}\x1f{level}\x1f{message}\x1f"
     digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
     return int.from_bytes(digest, "little", signed=True)
+
+
+def log_ids(batch: LogBatch) -> npt.NDArray[np.int64]:
+    """`log_record_id` of every record of a batch."""
+    ids = map(log_id_of, batch.ts_us.tolist(), batch.source, batch.component, batch.host, batch.level.tolist(),
+              batch.message)
+    return np.fromiter(ids, np.int64, len(batch))
 
 
 @dataclass(frozen=True)
@@ -203,6 +211,10 @@ class Archive(abc.ABC):
         except KeyError:
             raise UnknownPointError([point]) from None
 
+    def retention_of(self, point: str) -> RetentionClass:
+        """The retention class of a known point (its block length tells writers how to batch it)."""
+        return self._class_of(point)
+
     # --- lifecycle ----------------------------------------------------------------------------
     @abc.abstractmethod
     async def open(self) -> None:
@@ -247,6 +259,10 @@ class Archive(abc.ABC):
     async def write_logs(self, records: Sequence[LogRecord]) -> None:
         """Store log records; a record written twice is stored once."""
 
+    async def write_log_batch(self, batch: LogBatch) -> None:
+        """`write_logs` from columns (what the log consumer holds); adapters override it to skip the records."""
+        await self.write_logs(batch.records())
+
     @abc.abstractmethod
     async def query_logs(self, query: LogQuery) -> LogPage: ...
 
@@ -261,36 +277,43 @@ class Archive(abc.ABC):
         """Events newest first, for one alarm or for all."""
 
     # --- samples ------------------------------------------------------------------------------
-    async def write_samples(self, batch: SampleBatch) -> None:
+    async def write_samples(self, batch: SampleBatch, *, latest: bool = True) -> None:
         """Archive a batch: packed blocks, latest values, and the aggregates marked for recomputation.
 
-        Unknown points refuse the whole batch before anything is written.
+        Unknown points refuse the whole batch before anything is written. `latest=False` leaves the
+        latest values to the caller (`write_latest`), e.g. a writer that holds samples back to pack
+        fuller blocks but keeps the latest values current.
         """
         if not len(batch):
             return
-        used = np.unique(batch.point_idx)
-        unknown = [batch.points[i] for i in used.tolist() if batch.points[i] not in self._points]
-        if unknown:
-            raise UnknownPointError(unknown)
+        self._check_known(batch)
         b = batch.dedupe_sorted()
         classes = [self._class_of(p) for p in b.points]
         block_us = np.asarray([c.block_seconds * US_PER_S for c in classes], dtype=np.int64)
         by_class: dict[str, list[Chunk]] = {}
         for chunk in chunk_sorted(b, block_us):
             by_class.setdefault(self._points[chunk.point], []).append(chunk)
-        # The last row of each point's run is its newest sample; every hour a point touched is re-aggregated.
+        # Every hour a point touched is re-aggregated.
         idx = b.point_idx
-        last = np.r_[np.flatnonzero(idx[1:] != idx[:-1]), len(b) - 1]
-        latest = [
-            (b.points[int(idx[i])], int(b.ts_us[i]), int(b.kind[i]), int(b.bits[i]), int(b.quality[i]),
-             b.strings[int(b.bits[i])] if b.kind[i] == K_STR else None)
-            for i in last.tolist()
-        ]
         hour_keys = np.unique(idx.astype(np.int64) * (2**40) + b.ts_us // HOUR_US)
         for key in hour_keys.tolist():
             self._dirty.setdefault(b.points[key >> 40], set()).add(key & (2**40 - 1))
         await asyncio.gather(*(self._write_chunks(self.retention[c], ch) for c, ch in by_class.items()))
-        await self._write_latest(latest)
+        if latest:
+            await self._write_latest(_latest_rows(b))
+
+    async def write_latest(self, batch: SampleBatch) -> None:
+        """Update the latest value of each point of `batch` (an older sample never replaces a newer one)."""
+        if not len(batch):
+            return
+        self._check_known(batch)
+        await self._write_latest(_latest_rows(batch.dedupe_sorted()))
+
+    def _check_known(self, batch: SampleBatch) -> None:
+        used = np.unique(batch.point_idx)
+        unknown = [batch.points[i] for i in used.tolist() if batch.points[i] not in self._points]
+        if unknown:
+            raise UnknownPointError(unknown)
 
     def dirty_hours(self) -> int:
         return sum(len(h) for h in self._dirty.values())
@@ -389,6 +412,17 @@ class Archive(abc.ABC):
             if unknown:
                 raise UnknownPointError(unknown)
         return {s.point: s for s in await self._read_latest(points)}
+
+
+def _latest_rows(b: SampleBatch) -> list[LatestRow]:
+    """The newest sample of each point of a batch sorted by (point, time): the last row of each run."""
+    idx = b.point_idx
+    last = np.r_[np.flatnonzero(idx[1:] != idx[:-1]), len(b) - 1]
+    return [
+        (b.points[int(idx[i])], int(b.ts_us[i]), int(b.kind[i]), int(b.bits[i]), int(b.quality[i]),
+         b.strings[int(b.bits[i])] if b.kind[i] == K_STR else None)
+        for i in last.tolist()
+    ]
 
 
 def _range_us(start: datetime, end: datetime) -> tuple[int, int]:

@@ -28,10 +28,10 @@ from skyops.archive.port import (
     RetentionClass,
     day_range,
     decode_cursor,
-    log_id_of,
+    log_ids,
     page_logs,
 )
-from skyops.records import AlarmEvent, LogRecord, Quality, Sample, ValueKind
+from skyops.records import AlarmEvent, LogBatch, LogRecord, Quality, Sample, ValueKind
 from skyops.timeutil import US_PER_DAY, US_PER_S, from_us, to_us
 
 T = TypeVar("T")
@@ -242,13 +242,14 @@ class SqliteArchive(Archive):
 
     # --- logs ---------------------------------------------------------------------------------
     async def write_logs(self, records: Sequence[LogRecord]) -> None:
-        rows = []
-        for r in records:
-            ts = r.ts_us
-            rid = log_id_of(ts, r.source, r.component, r.host, r.level, r.message)
-            attrs = json.dumps(r.attributes, ensure_ascii=False) if r.attributes else "{}"
-            rows.append((r.source, ts // HOUR_US, rid % LOG_SHARDS, ts, rid, r.level, r.component,
-                         r.host, r.message, attrs, r.trace_id, r.ob_id))
+        await self.write_log_batch(LogBatch.from_records(records))
+
+    async def write_log_batch(self, batch: LogBatch) -> None:
+        ids = log_ids(batch)
+        attrs = [json.dumps(a, ensure_ascii=False) if a else "{}" for a in batch.attributes]
+        rows = list(zip(batch.source, (batch.ts_us // HOUR_US).tolist(), (ids % LOG_SHARDS).tolist(),
+                        batch.ts_us.tolist(), ids.tolist(), batch.level.tolist(), batch.component, batch.host,
+                        batch.message, attrs, batch.trace_id, batch.ob_id, strict=True))
 
         def write(db: sqlite3.Connection) -> None:
             with transaction(db):

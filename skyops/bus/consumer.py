@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from skyops.bus.streams import Bus, Entry, NoSuchGroupError, Recovered
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[list[Entry]], Awaitable[None]]
+# A handler returns None to acknowledge every entry it was given, or the ids to acknowledge now: a
+# handler that holds entries (to write them later, in fuller batches) acknowledges them in a later call.
+Handler = Callable[[list[Entry]], Awaitable[Sequence[str] | None]]
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -23,7 +25,10 @@ class StreamConsumer:
     the same name), and only then reads new ones: a failing handler holds back its own consumer
     instead of pulling an ever larger backlog out of the stream, where retention protects it.
     Entries are acknowledged only after the handler returned; a handler that raises leaves them
-    pending. Handlers must therefore be idempotent (archive writes are, by primary key).
+    pending. Handlers must therefore be idempotent (archive writes are, by primary key). A handler
+    may keep entries pending on purpose by returning the ids it is done with: those it holds are
+    then walked past (not re-read forever) when the consumer goes through its own pending list,
+    and should be kept fresh with `Bus.touch` so that the group does not reclaim them.
     """
 
     def __init__(
@@ -71,6 +76,7 @@ class StreamConsumer:
         self._group_ready = False
         # A consumer restarted under the same name starts by finishing what it was given before.
         self._own_pending = True
+        self._own_after = "0"  # where the walk through this consumer's own pending entries stands
 
     async def run_once(self) -> int:
         """One round: recover, read, handle, acknowledge. Returns how many entries were acknowledged.
@@ -103,14 +109,19 @@ class StreamConsumer:
                 return acked
 
         if self._own_pending:
-            own = await self.bus.read_own_pending(self.stream, self.group, self.consumer, count=self.batch_size)
+            own = await self.bus.read_own_pending(
+                self.stream, self.group, self.consumer, count=self.batch_size, after=self._own_after
+            )
             self._count_lost(own)
             if own.entries:
-                _, n = await self._handle(own.entries, "retried")
+                ok, n = await self._handle(own.entries, "retried")
+                if ok:
+                    self._own_after = own.entries[-1].id
                 return acked + n
             if own.deleted_ids:
                 return acked  # more of our own may follow the trimmed ones
             self._own_pending = False
+            self._own_after = "0"
 
         # Blocking only when idle keeps a reclaimed backlog draining at full speed.
         fresh = await self.bus.read(
@@ -127,11 +138,12 @@ class StreamConsumer:
 
     async def _handle(self, entries: list[Entry], kind: str) -> tuple[bool, int]:
         try:
-            await self.handler(entries)
+            done = await self.handler(entries)
         except Exception as exc:  # a handler error must not stop the consumer; the entries wait
             self.handler_failures += 1
             self.consecutive_failures += 1
             self._own_pending = True
+            self._own_after = "0"
             log.warning(
                 "%s/%s/%s: handler failed on %d %s entries (%s … %s), left pending for retry: %s: %s",
                 self.stream,
@@ -145,8 +157,9 @@ class StreamConsumer:
                 exc,
             )
             return False, 0
-        acked = await self.bus.ack(self.stream, self.group, [e.id for e in entries])
-        self.processed += len(entries)
+        ids = [e.id for e in entries] if done is None else list(done)
+        acked = await self.bus.ack(self.stream, self.group, ids)
+        self.processed += len(ids)
         self.consecutive_failures = 0
         produced = [e.produced_us for e in entries if e.produced_us is not None]
         if produced:

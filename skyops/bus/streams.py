@@ -280,14 +280,17 @@ class Bus:
             reply: Any = await self.redis.xreadgroup(group, consumer, {stream: ">"}, count=count, block=block_ms)
         return [_entry(entry_id, fields) for _, items in reply or [] for entry_id, fields in items]
 
-    async def read_own_pending(self, stream: str, group: str, consumer: str, *, count: int) -> Recovered:
+    async def read_own_pending(
+        self, stream: str, group: str, consumer: str, *, count: int, after: str = "0"
+    ) -> Recovered:
         """The oldest entries `consumer` was given but has not acknowledged (e.g. after its handler failed).
 
+        `after` walks the pending list page by page: only entries with a greater id are returned.
         Pending entries trimmed away in the meantime are acknowledged and reported, not returned.
         """
         _positive("count", count)
         with _redis_errors(stream, group):
-            reply: Any = await self.redis.xreadgroup(group, consumer, {stream: "0"}, count=count)
+            reply: Any = await self.redis.xreadgroup(group, consumer, {stream: after}, count=count)
         recovered = Recovered()
         for _, items in reply or []:
             for entry_id, fields in items:
@@ -305,6 +308,20 @@ class Bus:
         with _redis_errors(stream, group):
             acked: int = await self.redis.xack(stream, group, *ids)
         return acked
+
+    async def touch(self, stream: str, group: str, consumer: str, ids: Sequence[str], *, min_idle_ms: int = 0) -> int:
+        """Reset the idle time of entries `consumer` holds on purpose (delivered, not acknowledged yet).
+
+        A consumer that acknowledges late (after a deferred write) touches its entries more often than
+        the group's reclaim `min_idle_ms`, so that no other consumer takes them over while it is alive.
+        Entries idle for less than `min_idle_ms` are left alone: one another consumer has just claimed
+        stays with it. Returns how many entries were touched.
+        """
+        if not ids:
+            return 0
+        with _redis_errors(stream, group):
+            reply: Any = await self.redis.xclaim(stream, group, consumer, min_idle_ms, list(ids), justid=True)
+        return len(reply)
 
     async def reclaim(self, stream: str, group: str, consumer: str, *, min_idle_ms: int, count: int) -> Recovered:
         """Take over up to `count` entries pending in `group` for at least `min_idle_ms` (a dead consumer's).

@@ -1,7 +1,8 @@
 """The monitoring pipeline on real Redis and Cassandra: simulator → poller → bus → dispatchers → archive.
 
 Every sample the collectors published is archived exactly once, including across a dispatcher that
-dies holding unacknowledged entries while another one of its group takes them over.
+dies holding unacknowledged entries (some of its samples written, some held for their block, some
+just read) while another one of its group takes them over.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ async def keyspace(cassandra_hosts: list[str], config: MonitoringConfig) -> Asyn
 
 
 class DyingDispatcher(Dispatcher):
-    """Takes its third group of entries and then hangs in the handler, to be killed holding them."""
+    """Hangs in the handler once it has written samples and holds others, to be killed like that."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
@@ -71,13 +72,13 @@ class DyingDispatcher(Dispatcher):
         self.holding_entries: list[Entry] = []
         self.stuck = asyncio.Event()
 
-    async def handle(self, entries: list[Entry]) -> None:
+    async def handle(self, entries: list[Entry]) -> list[str]:
         self.calls += 1
-        if self.calls == 3:
+        if self.archived and self.hold.held_entries and not self.stuck.is_set():
             self.holding_entries = entries
             self.stuck.set()
             await asyncio.Event().wait()
-        await super().handle(entries)
+        return await super().handle(entries)  # the entries it is done with: not those it holds
 
 
 async def published(bus: Bus, stream: str) -> SampleBatch:
@@ -100,8 +101,13 @@ async def test_every_published_sample_archived_exactly_once_across_a_dispatcher_
     archive_b = CassandraArchive(cassandra_hosts, keyspace=keyspace, points=points)
     await archive_a.open()
     await archive_b.open()
-    dconf = DispatcherConfig(batch_size=2, block_ms=50, min_idle_ms=500, flush_aggregates_every_s=1)
-    a = DyingDispatcher(bus, archive_a, dconf, consumer="dispatcher-a", stream=stream, live_channel=None)
+    # Samples are held up to 1 s (their 60-s blocks never complete in this short run); held entries
+    # are touched every min_idle / 3, so B takes over only what A leaves behind when it dies.
+    dconf = DispatcherConfig(batch_size=2, block_ms=50, min_idle_ms=500, flush_aggregates_every_s=1, hold_s=1.0,
+                             latest_every_s=0.2)
+    # A holds longer than it lives and writes only when more than 30 samples wait.
+    aconf = dconf.model_copy(update={"hold_s": 10.0, "max_held_samples": 30})
+    a = DyingDispatcher(bus, archive_a, aconf, consumer="dispatcher-a", stream=stream, live_channel=None)
     b = Dispatcher(bus, archive_b, dconf, consumer="dispatcher-b", stream=stream, live_channel=None)
     stop_producer, stop_a, stop_b = asyncio.Event(), asyncio.Event(), asyncio.Event()
     try:
@@ -115,6 +121,7 @@ async def test_every_published_sample_archived_exactly_once_across_a_dispatcher_
             await asyncio.wait_for(a.stuck.wait(), 30)
             task_b = asyncio.create_task(b.run(stop_b))
             await asyncio.sleep(1.0)
+            held_at_death = a.hold.held_entries
             task_a.cancel()  # dies holding its entries, unacknowledged
             with contextlib.suppress(asyncio.CancelledError):
                 await task_a
@@ -127,6 +134,7 @@ async def test_every_published_sample_archived_exactly_once_across_a_dispatcher_
             await task_b
 
         assert a.holding_entries, "dispatcher A was killed holding entries"
+        assert a.archived > 0 and held_at_death > 0, "A wrote some samples and held others when it died"
         assert b.consumer.reclaimed >= len(a.holding_entries)
         want = await published(bus, stream)
         assert len(want) > 200

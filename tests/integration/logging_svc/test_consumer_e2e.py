@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,7 +16,7 @@ from skyops import codec
 from skyops.archive.cassandra import CassandraArchive
 from skyops.archive.port import LogQuery
 from skyops.bus import Bus, StreamRetention
-from skyops.records import LogRecord
+from skyops.records import LogBatch, LogRecord
 
 pytestmark = pytest.mark.integration
 RETENTION = StreamRetention(max_len=100_000, max_age=timedelta(hours=1))
@@ -31,12 +30,12 @@ class StallingArchive:
         self.inner, self.n = inner, n
         self.stalled = asyncio.Event()
 
-    async def write_logs(self, records: Sequence[LogRecord]) -> None:
+    async def write_log_batch(self, batch: LogBatch) -> None:
         if self.n == 0:
             self.stalled.set()
             await asyncio.Event().wait()
         self.n -= 1
-        await self.inner.write_logs(records)
+        await self.inner.write_log_batch(batch)
 
 
 async def archived(archive: CassandraArchive, start: datetime) -> list[LogRecord]:

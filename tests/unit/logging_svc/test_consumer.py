@@ -16,7 +16,7 @@ from skyops import codec, streams
 from skyops.archive.port import LogQuery
 from skyops.archive.sqlite import SqliteArchive
 from skyops.bus import Bus, StreamRetention
-from skyops.records import LogRecord
+from skyops.records import LogBatch, LogRecord
 from tests.unit.logging_svc.conftest import T0
 
 RETENTION = StreamRetention(max_len=100_000, max_age=timedelta(hours=1))
@@ -76,17 +76,17 @@ async def test_a_corrupt_entry_is_counted_and_skipped_without_losing_its_neighbo
 async def test_a_failed_archive_write_leaves_the_batch_pending_for_retry(bus: Bus, archive: SqliteArchive) -> None:
     await bus.publish(streams.LOG_RECORDS, codec.encode_logs([rec(0)]), retention=RETENTION)
     consumer = LogConsumer(bus, archive, consumer="c1", block_ms=10)
-    real_write = archive.write_logs
+    real_write = archive.write_log_batch
     calls = 0
 
-    async def flaky(records: list[LogRecord]) -> None:
+    async def flaky(batch: LogBatch) -> None:
         nonlocal calls
         calls += 1
         if calls == 1:
             raise ConnectionError("archive down")
-        await real_write(records)
+        await real_write(batch)
 
-    archive.write_logs = flaky  # type: ignore[assignment,method-assign]
+    archive.write_log_batch = flaky  # type: ignore[method-assign]
     assert await consumer.run_once() == 0
     assert await bus.pending_count(streams.LOG_RECORDS, "archive") == 1
     assert await consumer.run_once() == 1

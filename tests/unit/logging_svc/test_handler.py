@@ -174,3 +174,51 @@ def test_a_bad_source_name_is_refused_at_construction(bus: Bus) -> None:
     handler = BusLogHandler(levels=ComponentLevels(LogFilters()), max_buffer=10)
     with pytest.raises(InvalidRecordError, match="log source is 170 characters"):
         LogShipper(handler, bus, source="Not A Source Name" * 10, retention=RETENTION)
+
+
+async def test_the_message_is_fixed_at_the_call_even_if_its_arguments_change_later(
+    logger: logging.Logger, bus: Bus, clock: FakeClock
+) -> None:
+    _, shipper = make(logger, bus, clock)
+    state = {"dome": "open"}
+    logger.info("dome is %s", state)
+    state["dome"] = "closed"
+    await shipper.flush_once()
+    (rec,) = (r for b in await published(bus) for r in b)
+    assert rec.message == "dome is {'dome': 'open'}"
+
+
+async def test_a_formatter_set_on_the_handler_shapes_the_message(
+    logger: logging.Logger, bus: Bus, clock: FakeClock
+) -> None:
+    handler, shipper = make(logger, bus, clock)
+    handler.setFormatter(logging.Formatter("[%(funcName)s] %(message)s"))
+    logger.warning("wind %d", 18)
+    await shipper.flush_once()
+    (rec,) = (r for b in await published(bus) for r in b)
+    assert rec.message == "[test_a_formatter_set_on_the_handler_shapes_the_message] wind 18"
+
+
+@pytest.mark.parametrize("caller_info", [False, True])
+def test_caller_lookups_follow_the_config_and_are_restored_on_uninstall(
+    logger: logging.Logger, server: FakeServer, caller_info: bool
+) -> None:
+    before = (logging._srcfile, logging.logProcesses)
+    thread = install_bus_logging(
+        source="alarms", bus_factory=lambda: Bus(FakeRedis(server=server, decode_responses=False)),
+        config=HandlerConfig(caller_info=caller_info), filters=LogFilters(), retention=RETENTION, logger=logger,
+    )
+    seen: list[logging.LogRecord] = []
+
+    class Probe(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    probe = Probe()
+    logger.addHandler(probe)
+    logger.info("where am I")
+    logger.removeHandler(probe)
+    uninstall_bus_logging(thread, logger)
+    assert (seen[0].funcName != "(unknown function)") is caller_info
+    assert (seen[0].process is not None) is caller_info
+    assert (logging._srcfile, logging.logProcesses) == before

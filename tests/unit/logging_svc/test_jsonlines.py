@@ -64,7 +64,7 @@ def test_bad_timestamps_are_refused_by_name(value: object, problem: str) -> None
 
 
 def test_missing_message_is_refused() -> None:
-    with pytest.raises(InvalidRecordError, match="message is missing"):
+    with pytest.raises(InvalidRecordError, match="missing required field `message`"):
         record_from_json({"level": "INFO"}, source="hmi", now=NOW)
 
 
@@ -74,3 +74,47 @@ def test_export_form_reads_back_to_the_same_record() -> None:
     obj = json.loads(json.dumps(record_to_json(r)))
     assert obj["level"] == "WARNING" and obj["ts"] == "2026-11-22T03:30:00Z"
     assert record_from_json(obj, source="hmi", now=NOW) == r
+
+
+def test_a_clean_batch_reads_exactly_as_line_by_line() -> None:
+    objs = [{"ts": f"2026-11-22T03:00:{i % 60:02d}.{i:06d}Z", "level": ["DEBUG", "INFO", "warn", " Error "][i % 4],
+             "message": f"m{i} ✓", "component": "c", "host": "h", "attributes": {"i": i, "s": "x"}}
+            for i in range(200)]
+    body = "\n".join(json.dumps(o, ensure_ascii=False) for o in objs).encode()
+    parsed = parse_batch(body, source="hmi", now=NOW, max_line_bytes=1000)
+    assert not parsed.rejected and parsed.accepted_bytes == len(body) - 199
+    assert parsed.records == [record_from_json(o, source="hmi", now=NOW) for o in objs]
+    assert parsed.records[7].ts == datetime(2026, 11, 22, 3, 0, 7, 7, tzinfo=UTC)
+    assert [r.level for r in parsed.records[:4]] == [10, 20, 30, 40]
+
+
+@pytest.mark.parametrize(
+    ("ts", "problem"),
+    [("todayZ", "not an ISO 8601"), ("nowZ", "not an ISO 8601"), ("NaTZ", "not an ISO 8601"),
+     ("2026-13-22T03:00:00Z", "not an ISO 8601")],
+)
+def test_odd_timestamps_in_an_otherwise_clean_batch_are_refused_alone(ts: str, problem: str) -> None:
+    lines = [json.dumps({"ts": "2026-11-22T03:00:00Z", "message": "a"}), json.dumps({"ts": ts, "message": "b"}),
+             json.dumps({"ts": "2026-11-22T03:00:01.5Z", "message": "c"})]
+    parsed = parse_batch("\n".join(lines).encode(), source="hmi", now=NOW, max_line_bytes=1000)
+    assert [r.message for r in parsed.records] == ["a", "c"]
+    ((rejected),) = parsed.rejected
+    assert rejected.line == 2 and rejected.kind is RejectReason.INVALID_FIELD and problem in rejected.reason
+
+
+def test_nanosecond_timestamps_and_mixed_forms_are_read_one_by_one() -> None:
+    lines = [json.dumps({"ts": "2026-11-22T03:00:00.123456789Z", "message": "ns"}),
+             json.dumps({"ts": 1795316407, "message": "epoch"}), json.dumps({"message": "now"})]
+    parsed = parse_batch("\n".join(lines).encode(), source="hmi", now=NOW, max_line_bytes=1000)
+    assert not parsed.rejected
+    assert [r.ts for r in parsed.records] == [datetime(2026, 11, 22, 3, 0, 0, 123456, tzinfo=UTC),
+                                              datetime(2026, 11, 22, 3, 0, 7, tzinfo=UTC), NOW]
+
+
+def test_one_bad_line_in_a_clean_looking_batch_costs_only_itself() -> None:
+    body = b'{"message": "a"}\n{"message": "b", "level": true}\n{"message": "c"\n{"message": "d"}'
+    parsed = parse_batch(body, source="hmi", now=NOW, max_line_bytes=1000)
+    assert [r.message for r in parsed.records] == ["a", "d"]
+    assert [(r.line, r.kind) for r in parsed.rejected] == [
+        (2, RejectReason.UNKNOWN_LEVEL), (3, RejectReason.MALFORMED_JSON)]
+    assert parsed.accepted_bytes == len(b'{"message": "a"}') + len(b'{"message": "d"}')

@@ -63,3 +63,10 @@ def test_health_reports_age_failures_and_lag() -> None:
     assert values[POINT_CONSECUTIVE_FAILURES] == 0
     assert values[POINT_LAG] == 0.0
     assert values["skyops.ves_sync.rejected_obs"] == 1
+
+
+def test_every_health_point_is_a_configured_monitoring_point() -> None:
+    from config_db.monitoring import retention_classes
+
+    published = {s.point for s in SyncHealth(DUSK).samples(DUSK)}
+    assert published <= set(retention_classes())  # else the dispatcher refuses them as unknown points
