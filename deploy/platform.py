@@ -191,6 +191,8 @@ def add_monitoring(asm: Assembly, config: MonitoringConfig, *, consumer: str, co
                    dispatch: bool = True, dispatchers: int = 1, name: str = "monitoring") -> None:
     """Collectors and the live fan-out (when `collect`), archive dispatchers (when `dispatch`)."""
     p = asm.p
+    if dispatch:  # the platform registered the shipped points; a --config file may name more
+        p.archive.register_points(config.retention_classes())
     monitoring = build_monitoring(p.bus, p.archive if dispatch else None, config, clock=p.clock,
                                   dispatchers=dispatchers, consumer_prefix=consumer, collect=collect, live=collect)
 

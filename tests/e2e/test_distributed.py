@@ -16,14 +16,13 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -36,13 +35,12 @@ from planner.config import load_site
 from planner.ephemeris import compute_night
 from planner.service import night_of
 from skyops.archive.cassandra import CassandraArchive
-from skyops.messages import ConsequenceKind, PlanEvent, decode_plan_event
+from skyops.messages import ConsequenceKind, PlanEvent
 from skyops.opdb import make_engine, make_sessionmaker, upgrade
-from skyops.streams import MON_SAMPLES, PLAN_EVENTS
+from skyops.streams import MON_SAMPLES
+from tests.support.processes import SKYOPS, Processes, plan_events, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.timeout(600)]
-T = TypeVar("T")
-SKYOPS = str(Path(sys.executable).with_name("skyops"))
 WIND_ALARM = "WindPointing.NTT:1"
 
 
@@ -115,58 +113,6 @@ def sql_url(postgres_url: str) -> Iterator[str]:
         admin.dispose()
 
 
-class Processes:
-    """The platform's processes, each logging to its own file; all stopped (SIGTERM, then SIGKILL) at the end."""
-
-    def __init__(self, env: dict[str, str], logs: Path) -> None:
-        self.env = env
-        self.logs = logs
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        logs.mkdir(parents=True, exist_ok=True)
-
-    def start(self, name: str, *args: str) -> None:
-        with (self.logs / f"{name}.log").open("wb") as out:
-            self.procs[name] = subprocess.Popen([SKYOPS, "run", *args], env=self.env, stdout=out,
-                                                stderr=subprocess.STDOUT)
-
-    def log(self, name: str) -> str:
-        return (self.logs / f"{name}.log").read_text(errors="replace")
-
-    def check_alive(self) -> None:
-        for name, proc in self.procs.items():
-            if proc.poll() is not None:
-                raise AssertionError(f"{name} exited ({proc.returncode}):\n{self.log(name)[-3000:]}")
-
-    def stop(self) -> dict[str, int]:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        codes = {}
-        deadline = time.monotonic() + 60
-        for name, proc in self.procs.items():
-            try:
-                codes[name] = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                codes[name] = proc.wait(timeout=10)
-        return codes
-
-
-def wait_for(what: str, probe: Callable[[], T | None], procs: Processes, timeout_s: float) -> T:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        procs.check_alive()
-        try:
-            found = probe()
-        except (httpx.HTTPError, OSError):
-            found = None
-        if found is not None:
-            return found
-        time.sleep(1.0)  # polling real processes
-    logs = "\n".join(f"--- {n}\n{procs.log(n)[-1500:]}" for n in procs.procs)
-    raise AssertionError(f"timed out waiting for {what}\n{logs}")
-
-
 class Subscriptions:
     """One graphql-transport-ws connection to the HMI with the alarm and plan subscriptions, read on a thread."""
 
@@ -203,14 +149,6 @@ def graphql(base: str, query: str, token: str | None = None, **variables: Any) -
                                       headers=headers, timeout=20).json()
     assert not body.get("errors"), body["errors"]
     return body["data"]
-
-
-def plan_events(redis_url: str) -> list[PlanEvent]:
-    client = redis.Redis.from_url(redis_url)
-    try:
-        return [decode_plan_event(fields[b"d"]) for _, fields in client.xrange(PLAN_EVENTS)]
-    finally:
-        client.close()
 
 
 def azimuths(block_times: list[datetime], ra: list[float], dec: list[float]) -> list[float]:

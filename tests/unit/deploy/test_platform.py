@@ -79,3 +79,20 @@ async def test_gcn_without_credentials_is_left_out_of_up_but_refused_by_run(tmp_
     finally:
         await asm.aclose()
         await platform.close()
+
+
+async def test_a_dispatcher_archives_the_points_its_config_file_adds(tmp_path: Path) -> None:
+    from config_db.monitoring import PointConfig
+    from deploy.platform import add_monitoring
+
+    shipped = monitoring_config()
+    config = shipped.model_copy(update={"points": [*shipped.points, PointConfig(name="lab.test.extra")]})
+    platform = await open_platform(Settings(var_dir=tmp_path))
+    asm = Assembly.of(platform)
+    try:
+        assert "lab.test.extra" not in platform.archive.known_points()
+        add_monitoring(asm, config, consumer="t", collect=False)
+        assert platform.archive.known_points()["lab.test.extra"] == "standard"
+    finally:
+        await asm.aclose()
+        await platform.close()

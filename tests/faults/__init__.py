@@ -1,0 +1,1 @@
+"""Fault suite: the distributed platform under kills and server outages."""

@@ -1,0 +1,124 @@
+"""The fault suite's own servers (killable: never the shared ones) and the platform running on them."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from sqlalchemy import make_url
+
+from config_db.loader import default_path
+from planner.config import load_site
+from planner.ephemeris import compute_night
+from planner.service import night_of
+from skyops.archive.cassandra import CassandraArchive
+from skyops.opdb import make_engine, upgrade
+from tests.faults import harness
+from tests.support.processes import Processes, wait_for
+from tests.support.servers import OwnCassandra, OwnRedis
+
+
+@dataclass
+class FaultServers:
+    redis: OwnRedis
+    cassandra: OwnCassandra
+
+
+@pytest.fixture(scope="session")
+def fault_servers() -> Iterator[FaultServers]:
+    """A Redis and a Cassandra of the fault suite's own, on free ports, stopped and removed at the end."""
+    servers = FaultServers(OwnRedis(), OwnCassandra())
+    try:
+        servers.redis.start()
+        servers.cassandra.start()
+        yield servers
+    finally:
+        servers.redis.remove()
+        servers.cassandra.remove()
+
+
+def _fast_alarms(path: Path) -> Path:
+    """The shipped rules with no activation delay and 5 s clear delays, so transitions happen within a test."""
+    data: dict[str, Any] = yaml.safe_load(default_path("alarms.yaml").read_text())
+    for rule in data["rules"]:
+        if "activation_delay_s" in rule:
+            rule["activation_delay_s"] = dict.fromkeys(rule["activation_delay_s"], 0)
+        if "clear_delay_s" in rule:
+            rule["clear_delay_s"] = min(5, rule["clear_delay_s"])
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _fast_monitoring(path: Path) -> Path:
+    """The shipped monitoring config; the ASM polled every second (a lost sample leaves a visible gap) and
+    samples held 5 s (not 30) by the dispatcher, so a check need not wait long."""
+    data: dict[str, Any] = yaml.safe_load(default_path("monitoring.yaml").read_text())
+    for source in data["sources"]["asm"]:
+        source["poll_period_s"] = 1
+    data["dispatcher"]["hold_s"] = 5
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@dataclass
+class RunningPlatform:
+    scenario: harness.Scenario
+    procs: Processes
+
+
+@pytest.fixture(scope="module")
+def platform(fault_servers: FaultServers, postgres_url: str,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
+    """Simulators, collectors, dispatcher, logging, alarms, planner and VES sync as `skyops run` processes."""
+    tmp = tmp_path_factory.mktemp("faults")
+    keyspace = f"faults_{uuid.uuid4().hex[:10]}"
+    cassandra = fault_servers.cassandra
+
+    async def create_keyspace() -> None:
+        archive = CassandraArchive(cassandra.hosts, port=cassandra.port, keyspace=keyspace)
+        await archive.open()  # one client creates the schema: concurrent DDL from many processes can disagree
+        await archive.close()
+
+    asyncio.run(create_keyspace())
+    admin = make_engine(postgres_url)
+    schema = f"faults_{uuid.uuid4().hex[:10]}"
+    with admin.begin() as c:
+        c.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    sql_url = make_url(postgres_url).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
+        hide_password=False)
+    engine = make_engine(sql_url)
+    upgrade(engine)
+    engine.dispose()
+
+    wall = datetime.now(UTC)
+    site = load_site()
+    night = night_of(site, wall) + timedelta(days=1)
+    night_time = datetime.fromtimestamp(compute_night(site, night).start_unix, UTC) + timedelta(hours=2)
+    s = harness.platform_env(redis_url=fault_servers.redis.url, cassandra_hosts=cassandra.hosts,
+                             cassandra_port=cassandra.port, keyspace=keyspace, sql_url=sql_url,
+                             var_dir=tmp / "var", clock_start=night_time, clock_anchor=wall)
+    s.env["SKYOPS_ALARMS_RULES_FILE"] = str(_fast_alarms(tmp / "alarms.yaml"))
+    procs = Processes(s.env, tmp / "logs", harness.commands(s, config=_fast_monitoring(tmp / "mon.yaml"),
+                                                                     p2_state=tmp / "p2"))
+    try:
+        for name in procs.commands:
+            procs.start(name)
+        wait_for("tonight's plan in P2's VES", lambda: True if harness.p2_ves(s) else None, procs, 240,
+                         period_s=2)
+        for name, (stream, group) in harness.CONSUMER_GROUPS.items():
+            wait_for(f"{name}'s group {group} on {stream}", harness.lag_of(s, stream, group), procs, 120)
+        yield RunningPlatform(s, procs)
+    finally:
+        codes = procs.stop()
+        with admin.begin() as c:
+            c.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.dispose()
+    bad = {n: c for n, c in codes.items() if c != 0}
+    assert not bad, f"processes did not stop cleanly: {bad}"

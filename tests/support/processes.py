@@ -1,0 +1,109 @@
+"""Real `skyops run` processes for end-to-end and fault tests: start, kill, restart, stop, and wait on them."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+import redis
+
+from skyops.messages import PlanEvent, decode_plan_event
+from skyops.streams import PLAN_EVENTS
+
+T = TypeVar("T")
+SKYOPS = str(Path(sys.executable).with_name("skyops"))
+
+
+class Processes:
+    """The platform's `skyops run` processes, each logging to its own file, restartable by name."""
+
+    def __init__(self, env: dict[str, str], logs: Path, commands: dict[str, list[str]] | None = None) -> None:
+        self.env = env
+        self.logs = logs
+        self.commands = commands or {}
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.starts: Counter[str] = Counter()
+        logs.mkdir(parents=True, exist_ok=True)
+
+    def start(self, name: str, *args: str) -> None:
+        """`skyops run ARGS` (or the command registered for `name`); a restart logs to a new file."""
+        self.starts[name] += 1
+        with (self.logs / f"{name}.{self.starts[name]}.log").open("wb") as out:
+            self.procs[name] = subprocess.Popen([SKYOPS, "run", *(args or self.commands[name])], env=self.env,
+                                                stdout=out, stderr=subprocess.STDOUT)
+
+    def kill(self, name: str) -> None:
+        """kill -9: no drain, no final write, no acknowledgement."""
+        proc = self.procs[name]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+
+    def stop_one(self, name: str, timeout_s: float = 60) -> int:
+        proc = self.procs[name]
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait(timeout=10)
+
+    def log(self, name: str) -> str:
+        return (self.logs / f"{name}.{self.starts[name]}.log").read_text(errors="replace")
+
+    def check_alive(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise AssertionError(f"{name} exited ({proc.returncode}):\n{self.log(name)[-3000:]}")
+
+    def tails(self, n: int = 1500) -> str:
+        return "\n".join(f"--- {name}\n{self.log(name)[-n:]}" for name in self.procs)
+
+    def stop(self) -> dict[str, int]:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        codes = {}
+        deadline = time.monotonic() + 60
+        for name, proc in self.procs.items():
+            try:
+                codes[name] = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                codes[name] = proc.wait(timeout=10)
+        return codes
+
+
+def wait_for(what: str, probe: Callable[[], T | None], procs: Processes | None, timeout_s: float,
+             period_s: float = 1.0, check_alive: bool = True) -> T:
+    """Poll `probe` (real processes: real time) until it answers something, or fail with every process's log tail."""
+    deadline = time.monotonic() + timeout_s
+    last_error = ""
+    while time.monotonic() < deadline:
+        if procs is not None and check_alive:
+            procs.check_alive()
+        try:
+            found = probe()
+        except (httpx.HTTPError, OSError, redis.RedisError) as exc:
+            found, last_error = None, f"{type(exc).__name__}: {exc}"
+        if found is not None:
+            return found
+        time.sleep(period_s)
+    logs = procs.tails() if procs is not None else ""
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what} {last_error}\n{logs}")
+
+
+def plan_events(redis_url: str) -> list[PlanEvent]:
+    """Every plan published on the platform's `plan.events`, oldest first."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return [decode_plan_event(fields[b"d"]) for _, fields in client.xrange(PLAN_EVENTS)]
+    finally:
+        client.close()
