@@ -106,15 +106,12 @@ def commands(s: Scenario, *, config: Path, p2_state: Path) -> dict[str, list[str
 
 # --- what the scenario does --------------------------------------------------------------------------
 
-def set_wind(s: Scenario, speed: float | None) -> None:
-    """Wind above the pointing restriction (an alarm, a re-plan, a VES rewrite), or back to the model (None)."""
-    if speed is None:
-        r = httpx.delete(f"{s.asm}/asm/scenario", timeout=10)
-    else:
-        r = httpx.post(f"{s.asm}/asm/scenario", timeout=10, json={
-            "name": f"faults_wind_{speed}", "steps": [
-                {"at_s": 0, "duration_s": 7200, "field": "wind_speed", "set": speed},
-                {"at_s": 0, "duration_s": 7200, "field": "wind_gust", "set": speed + 2.0}]})
+def set_wind(s: Scenario, speed: float) -> None:
+    """Hold the wind (and its gusts) at `speed`: above the pointing restriction it raises the alarm."""
+    r = httpx.post(f"{s.asm}/asm/scenario", timeout=10, json={
+        "name": f"faults_wind_{speed}", "steps": [
+            {"at_s": 0, "duration_s": 7200, "field": "wind_speed", "set": speed},
+            {"at_s": 0, "duration_s": 7200, "field": "wind_gust", "set": speed + 2.0}]})
     r.raise_for_status()
 
 

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from skyops.records import AlarmSeverity
 from skyops.streams import MON_SAMPLES, PLAN_EVENTS
 from skyops.timeutil import to_us
 from tests.faults import harness
@@ -34,6 +35,7 @@ REDIS_OUTAGE_S = 8.0
 ASM_POLLED_POINT = "lasilla.asm.data_age_s"  # published on every poll (no duplicate suppression)
 VES_ALARM = "VesSync.P2:1"
 WIND_ALARM = "WindPointing.NTT:1"
+CALM_WIND = 4.0  # m/s, well below the pointing restriction
 
 
 def pause(seconds: float) -> None:
@@ -82,15 +84,29 @@ def wind_scenario_with(p: RunningPlatform, fault: Callable[[], None]) -> tuple[d
     s = p.scenario
     start = harness.wall_now()
     emitter = harness.LogEmitter(s)
+    since = harness.on_platform_clock(s, start)
     try:
         harness.set_wind(s, 13.5)
-        pause(4)
+        # The fault strikes once the wind alarm has moved, however loaded the machine (a fixed pause was flaky).
+        wait_for("the wind alarm to move", lambda: True if any(
+            e.alarm_id == WIND_ALARM and e.ts >= since for e in harness.alarm_events(s.redis_url)) else None,
+            p.procs, 90)
         fault()
-        harness.set_wind(s, None)
+        # Calm, not back to the weather model: the model's own wind at this hour may hold the alarm up.
+        harness.set_wind(s, CALM_WIND)
     finally:
         sent = emitter.close()
+    # Cleared before the next test raises it again: an alarm still up would not move then.
+    wait_for("the wind alarm to clear", lambda: True if wind_alarm_severity(s) == AlarmSeverity.NONE else None,
+             p.procs, 90)
     assert len(sent) > 50, "the log emitter hardly ran"
     return start, sent
+
+
+def wind_alarm_severity(s: harness.Scenario) -> AlarmSeverity | None:
+    """The wind alarm's severity in its newest event (None before its first)."""
+    events = [e for e in harness.alarm_events(s.redis_url) if e.alarm_id == WIND_ALARM]
+    return events[-1].severity if events else None
 
 
 @pytest.mark.parametrize("service", list(harness.CONSUMER_GROUPS))
