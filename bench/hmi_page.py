@@ -21,7 +21,6 @@ VES sync and the HMI in one process and one event loop), where the server's own 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import re
 import signal
@@ -32,45 +31,26 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Coroutine
-from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-import numpy as np
-import uvicorn
 from playwright.sync_api import Browser, sync_playwright
-from pydantic import SecretStr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from alarms.config import AlarmsConfig
-from alarms.factory import AlarmSettings, build_service, build_supervisor
 from bench.common import Result, p, print_table, ratio, write_results
-from deploy.factory import build_hmi_services, open_platform
-from hmi_api.app import create_app
-from skyops.bus import StreamRetention
 from skyops.codec import encode_samples
 from skyops.messages import ConsequenceKind, PlanEvent, PlannedBlock, PlanTrigger
-from skyops.opdb.models import Group
-from skyops.opdb.users import UserCreate
 from skyops.records import Sample, SampleBatch
-from skyops.settings import Settings
 from skyops.streams import MON_SAMPLES, PLAN_EVENTS
-from skyops.timeutil import to_us
+from tests.support.hmi_server import PASSWORD, RET
+from tests.support.hmi_server import Server as HmiServer
 
 T = TypeVar("T")
 CHROMIUM = "/usr/bin/chromium"
-USER, PASSWORD = "otto", "night-shift-2026"
-RET = StreamRetention(max_len=10_000, max_age=timedelta(hours=1))
-ALARMS = AlarmsConfig.model_validate({"rules": [
-    {"kind": "threshold", "name": "WindSpeed", "instance": "ASM:1", "point": "lasilla.asm.wind_speed",
-     "guidance": "above 20 m/s close the dome and park the telescope",
-     "threshold": {"levels": {"warning": 15, "critical": 20}}, "max_age_s": 600,
-     "consequence": {"kind": "close_dome", "min_severity": "CRITICAL"}},
-]})
+USER = "otto"
 POINTS = {"lasilla.asm.wind_speed": 7.5, "lasilla.asm.humidity": 41.0, "lasilla.asm.seeing": 0.82,
           "lasilla.asm.temperature": 11.2, "lasilla.asm.wind_direction": 240.0, "lasilla.asm.pressure": 771.0,
           "ntt.tcs.altitude": 62.4, "ntt.tcs.azimuth": 181.0, "ntt.tcs.dome_azimuth": 181.5,
@@ -84,49 +64,16 @@ FILLED = """() => {
 }"""
 
 
-class Server:
-    """The HMI (as deploy builds it) on a free loopback port, its event loop in a thread."""
+class Server(HmiServer):
+    """The HMI (as deploy builds it) with a raised CRITICAL alarm and two plans of tonight, for the page to fill."""
 
     def __init__(self, var_dir: Path) -> None:
-        self.var_dir = var_dir
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
-        fut: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        return fut.result(timeout)
-
-    def start(self) -> None:
-        self.thread.start()
-        self.run(self._start())
-        deadline = time.monotonic() + 20
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if not self.server.started:
-            raise RuntimeError("the HMI server did not start")
+        super().__init__(var_dir, points=POINTS)
 
     async def _start(self) -> None:
-        self.platform = p = await open_platform(Settings(var_dir=self.var_dir))
-        services, _ = await build_hmi_services(p)
-        self.supervisor = build_supervisor(p.bus, p.clock, config=ALARMS,
-                                           settings=AlarmSettings(state_file=self.var_dir / "alarms.json"))
-        await self.supervisor.start()
-        self.stop_alarms = asyncio.Event()
-        self.alarms_task = asyncio.ensure_future(self.supervisor.run(self.stop_alarms))
-        services.alarms = build_service(p.bus, p.archive, p.clock)
-        await asyncio.to_thread(services.auth.users.create, data=UserCreate(
-            username=USER, full_name="Otto Operator", group=Group.OPERATOR, password=SecretStr(PASSWORD)),
-            now=p.clock.now())
-        p.archive.register_points({name: "standard" for name in POINTS})
-        now = datetime.now(UTC)
-        n = 3600
-        ts = to_us(now) - (n - np.arange(n)) * 1_000_000
-        for i, (name, base) in enumerate(POINTS.items()):
-            values = base + np.sin(np.arange(n) / (300 + 50 * i)) * base * 0.1
-            await p.archive.write_samples(SampleBatch.from_floats([name], np.zeros(n), ts, values))
+        await super()._start()
+        assert self.platform is not None
+        p, now = self.platform, datetime.now(UTC)
         # A CRITICAL wind alarm, raised by the real supervisor.
         await p.bus.publish(MON_SAMPLES, encode_samples(SampleBatch.from_samples(
             [Sample("lasilla.asm.wind_speed", now, 21.4)])), retention=RET)
@@ -144,22 +91,6 @@ class Server:
             await p.bus.publish(PLAN_EVENTS, PlanEvent(
                 plan_id=f"night#{k + 1}", night=night.date().isoformat(), created=now - timedelta(seconds=1 - k),
                 reason=reason, trigger=trigger, blocks=blocks).encode(), retention=RET)
-        self.services = services
-        self.server = uvicorn.Server(uvicorn.Config(create_app(health=p.health, services=services),
-                                                    host="127.0.0.1", port=self.port, log_level="warning"))
-        self.serving = asyncio.ensure_future(self.server.serve())
-
-    def stop(self) -> None:
-        async def _stop() -> None:
-            self.server.should_exit = True
-            await self.serving
-            self.stop_alarms.set()
-            await asyncio.wait_for(self.alarms_task, 10)
-            await self.platform.close()
-
-        self.run(_stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
 
 
 def token(port: int, user: str = USER, password: str = PASSWORD) -> str:

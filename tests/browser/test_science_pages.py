@@ -20,7 +20,8 @@ from skyops.opdb.engine import make_sessionmaker
 from skyops.opdb.models import Group
 from skyops.opdb.users import UserCreate
 from skyops.timeutil import FakeClock
-from tests.browser.test_operator_page import ARTIFACTS, PASSWORD, Server
+from tests.browser.test_operator_page import ARTIFACTS
+from tests.support.hmi_server import PASSWORD, Server
 from ves_sync.domain.ves import VesChange
 from ves_sync.store import LinkUpdate, VesSyncStore
 
