@@ -210,7 +210,10 @@ function showReports() {
   loadReport();
 }
 
+let reportRequest = 0;  // only the newest request draws: a slower earlier one must not overwrite it
+
 async function loadReport() {
+  const mine = ++reportRequest;
   $("#report-error").textContent = "";
   try {
     const d = await api.gql(`query($a: Date!, $b: Date!) { report(firstNight: $a, lastNight: $b) {
@@ -218,6 +221,7 @@ async function loadReport() {
       proposals { programme observed total fraction }
       nights { night darkHours scienceHours dutyCycle transientHits transientMisses gtoHours esoHours } } }`,
       { a: $("#report-first").value, b: $("#report-last").value });
+    if (mine !== reportRequest) return;
     const r = d.report;
     const pct = (v) => `${(100 * v).toFixed(0)} %`;
     const figures = [["duty cycle", pct(r.dutyCycle)], ["science", `${r.scienceHours.toFixed(1)} h`],
@@ -235,7 +239,7 @@ async function loadReport() {
       for (const t of [p.programme, p.observed, p.total, pct(p.fraction)]) cell(tr, t);
       rows.append(tr);
     }
-  } catch (e) { $("#report-error").textContent = e.message; }
+  } catch (e) { if (mine === reportRequest) $("#report-error").textContent = e.message; }
 }
 
 // Grouped bars, one group per night; `series` are [field, css class].
