@@ -35,6 +35,7 @@ from fastapi import Request
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import Result, p, print_table, ratio, write_results
+from skyops import runtime
 from skyops.bus import Bus, StreamRetention, open_redis
 from skyops.codec import encode_alarm_events, encode_samples
 from skyops.records import AlarmEvent, AlarmSeverity, SampleBatch
@@ -124,6 +125,8 @@ async def serve(args: argparse.Namespace) -> None:
     await asyncio.to_thread(services.auth.users.create, data=UserCreate(
         username=USER, full_name="Bench", group=Group.OPERATOR, password=PASSWORD), now=platform.clock.now())
     app = create_app(health=platform.health, services=services)
+    if args.settle == "on":
+        runtime.settle_heap()  # as deploy does once a process has started
 
     if not args.redis:  # embedded bus: only this process can publish on it
         @app.post("/bench/marker/{kind}", include_in_schema=False)
@@ -136,11 +139,16 @@ async def serve(args: argparse.Namespace) -> None:
             spec = await request.json()
             return await publish_load(platform.bus, **spec)
 
+    diag = ServerDiagnostics()
+
     @app.post("/bench/profile/{action}", include_in_schema=False)
-    async def profile(action: str) -> dict[str, str]:
+    async def profile(action: str) -> dict[str, Any]:
         if profiler is not None:
             profiler.enable() if action == "start" else profiler.disable()
-        return {"ok": action}
+        if action == "start":
+            diag.start()
+            return {"ok": action}
+        return diag.stop()
 
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=args.port, log_level="warning",
                                            ws=args.ws, ws_per_message_deflate=args.deflate == "on"))
@@ -151,6 +159,47 @@ async def serve(args: argparse.Namespace) -> None:
             profiler.disable()
             profiler.dump_stats(args.profile)
         await platform.close()
+
+
+class ServerDiagnostics:
+    """What stalls the server's event loop during the measured run: garbage-collector pauses and loop lag."""
+
+    tick_s = 0.005
+
+    def __init__(self) -> None:
+        self.gc_ms: list[float] = []
+        self.lag_ms: list[float] = []
+        self._gc_t0 = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_t0 = time.perf_counter()
+        else:
+            self.gc_ms.append((time.perf_counter() - self._gc_t0) * 1000)
+
+    async def _watch(self) -> None:
+        while True:
+            t = time.perf_counter()
+            await asyncio.sleep(self.tick_s)
+            self.lag_ms.append((time.perf_counter() - t - self.tick_s) * 1000)
+
+    def start(self) -> None:
+        import gc
+
+        gc.callbacks.append(self._on_gc)
+        self._task = asyncio.create_task(self._watch())
+
+    def stop(self) -> dict[str, Any]:
+        import gc
+
+        with contextlib.suppress(ValueError):
+            gc.callbacks.remove(self._on_gc)
+        if self._task is not None:
+            self._task.cancel()
+        return {"gc_pauses": len(self.gc_ms), "gc_max_ms": max(self.gc_ms, default=0.0),
+                "gc_total_ms": sum(self.gc_ms), "loop_lag_p99_ms": p(self.lag_ms, 99) if self.lag_ms else 0.0,
+                "loop_lag_max_ms": max(self.lag_ms, default=0.0)}
 
 
 # ---------------------------------------------------------------------------------------------- the client processes
@@ -279,7 +328,8 @@ async def run_config(args: argparse.Namespace, *, redis_url: str | None, fanout:
     http_url, ws_url = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/graphql"
     with tempfile.TemporaryDirectory() as tmp:
         server_cmd = [sys.executable, str(HERE), "_serve", "--port", str(port), "--var", tmp, "--fanout", fanout,
-                      "--ws", args.ws, "--deflate", args.deflate]
+                      "--ws", args.ws, "--deflate", args.deflate, "--settle", args.settle,
+                      "--loop", args.loop]
         if redis_url:
             server_cmd += ["--redis", redis_url]
         if profile:
@@ -334,7 +384,8 @@ async def run_config(args: argparse.Namespace, *, redis_url: str | None, fanout:
                     load = r.json()
                 reports = [await read_json_line(proc, "result", events / args.rate + 120) for proc in procs]
                 cpu1 = cpu_seconds([server.pid])
-                await http.post("/bench/profile/stop")
+                diagnostics = (await http.post("/bench/profile/stop")).json()
+                print(f"  server: {diagnostics}", flush=True)
         finally:
             for proc in procs:
                 if proc.returncode is None:
@@ -429,6 +480,25 @@ async def orchestrate(args: argparse.Namespace) -> None:
             else:
                 for fanout, run in runs.items():
                     results += rows(f"{label} ({fanout})", args.clients, run, run)
+            if url and args.untuned:
+                # The same shared fan-out on last session's server settings: what the loop, deflate and heap cost.
+                print(f"… {label}, shared fan-out, untuned server (asyncio loop, deflate on, heap not settled)",
+                      flush=True)
+                untuned_args = argparse.Namespace(**{**vars(args), "loop": "asyncio", "deflate": "on", "settle": "off"})
+                untuned = await run_config(untuned_args, redis_url=url, fanout="shared", events=args.events,
+                                           clients=args.clients)
+                failures += [f"{label}/untuned: {e}" for e in untuned.errors]
+                tuned = runs.get("shared")
+                if tuned is not None:
+                    for q in (50, 99):
+                        results.append(Result(
+                            f"{label}: alarm → client p{q}, {args.clients} clients, vs untuned server",
+                            p(tuned.latencies_ms, q), "ms", baseline=p(untuned.latencies_ms, q),
+                            ratio=ratio(p(tuned.latencies_ms, q), p(untuned.latencies_ms, q), higher_is_better=False)))
+                    results.append(Result(f"{label}: server CPU per delivered message, vs untuned server",
+                                          cpu_per_message(tuned), "µs", baseline=cpu_per_message(untuned),
+                                          ratio=ratio(cpu_per_message(tuned), cpu_per_message(untuned),
+                                                      higher_is_better=False)))
             if url:
                 # The floor: one subscriber under the same load shows what the host itself adds (a busy shared
                 # machine adds hundreds of milliseconds of run-queue waits to every process).
@@ -442,7 +512,8 @@ async def orchestrate(args: argparse.Namespace) -> None:
     note = (f"{args.clients} graphql-transport-ws clients in {args.procs} processes, all subscribed to alarmEvents, "
             f"{args.sample_clients} also to samples of {SAMPLE_POINTS_PER_CLIENT} points at maxRateHz 5; "
             f"{args.events} alarm events at {args.rate}/s while {args.points} points are published at "
-            f"{args.sample_hz} Hz; uvicorn ws={args.ws}, permessage-deflate {args.deflate}; "
+            f"{args.sample_hz} Hz; uvicorn ws={args.ws}, permessage-deflate {args.deflate}, {args.loop} loop, "
+            f"heap settled {args.settle}; "
             "baseline = per-subscriber execution (shared_fanout off), on the embedded bus over "
             f"{min(args.events, args.embedded_baseline_events)} events (the in-process publisher saturates with it)")
     print(f"wrote {write_results('hmi', results, {'note': note, 'failures': failures[:20]})}")
@@ -460,10 +531,13 @@ def main() -> None:
         ap.add_argument("--redis")
         ap.add_argument("--fanout", choices=["shared", "per-client"], default="shared")
         ap.add_argument("--ws", default="auto")
-        ap.add_argument("--deflate", choices=["on", "off"], default="on")
+        ap.add_argument("--deflate", choices=["on", "off"], default="off")
+        ap.add_argument("--settle", choices=["on", "off"], default="on")
+        ap.add_argument("--loop", choices=["asyncio", "uvloop"], default="uvloop")
         ap.add_argument("--profile")
+        sargs = ap.parse_args()
         with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the SIGINT that stopped it
-            asyncio.run(serve(ap.parse_args()))
+            runtime.run(serve(sargs), sargs.loop)
         return
     if len(sys.argv) > 1 and sys.argv[1] == "_clients":
         ap = argparse.ArgumentParser()
@@ -486,8 +560,14 @@ def main() -> None:
     ap.add_argument("--points", type=int, default=1000, help="points per sample batch")
     ap.add_argument("--sample-hz", type=float, default=10.0)
     ap.add_argument("--ws", default="auto", help="uvicorn's websocket implementation (auto, as deploy runs it)")
-    ap.add_argument("--deflate", choices=["on", "off"], default="on",
-                    help="permessage-deflate (uvicorn's default, as deploy runs it)")
+    ap.add_argument("--deflate", choices=["on", "off"], default="off",
+                    help="permessage-deflate (off, as deploy runs it)")
+    ap.add_argument("--loop", choices=["asyncio", "uvloop"], default="uvloop",
+                    help="the server's event loop (uvloop, as deploy runs it)")
+    ap.add_argument("--settle", choices=["on", "off"], default="on",
+                    help="freeze the start-up heap out of the garbage collector's view (as deploy does)")
+    ap.add_argument("--untuned", action=argparse.BooleanOptionalAction, default=True,
+                    help="also run the shared fan-out on an untuned server (asyncio loop, deflate, heap not settled)")
     ap.add_argument("--fanouts", default="per-client,shared", help="which fan-outs to run (baseline first)")
     ap.add_argument("--profile", help="write the server's cProfile stats (shared fan-out run) to this file")
     ap.add_argument("--quick", action="store_true", help="fewer events, Redis bus only")

@@ -27,6 +27,7 @@ from deploy.status import render as render_status
 from logging_svc import cli as logging_cli
 from planner import cli as planner_cli
 from planner.config import load_site
+from skyops import runtime
 from skyops.settings import Settings
 from skyops.timeutil import Clock
 from ves_sync import cli as ves_cli
@@ -72,7 +73,7 @@ def up(
     options = EmbeddedOptions(host=host, port=port, syslog_port=syslog_port, scenario=scenario, sample_obs=obs,
                               speed=speed)
     try:
-        asyncio.run(_up(settings, options, clock))
+        runtime.run(_up(settings, options, clock), settings.event_loop)
     except PartFailedError as exc:
         console.print(f"[bold red]skyops up stopped: a part failed:[/] {exc}")
         raise typer.Exit(1) from None
@@ -96,6 +97,7 @@ async def _up(settings: Settings, options: EmbeddedOptions, clock: Clock) -> Non
             for name, url in sorted(assembly.endpoints.items()):
                 if name != "hmi":
                     console.print(f"  {name}: {url}")
+            runtime.settle_heap()  # start-up is done: the collector's later passes skip what it left alive
             stop = asyncio.Event()
             remove_handlers = stop_on_signals(stop)
             try:

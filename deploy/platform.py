@@ -94,7 +94,10 @@ def bind(host: str, port: int) -> socket.socket:
 def asgi_part(name: str, app: ASGIApp, sock: socket.socket, *, lifespan: Literal["on", "off"] = "on",
               before_stop: Callable[[], None] | None = None, stop_order: int = 0) -> Part:
     """A part serving `app` on `sock` until stopped."""
-    server = QuietServer(uvicorn.Config(app, log_level="warning", lifespan=lifespan, timeout_graceful_shutdown=3))
+    # No permessage-deflate: the HMI's frames are small JSON on a control-room LAN, and a compressor per connection
+    # cannot be shared, so 200 screens paid 200 compressions per alarm (a quarter of the server's CPU per message).
+    server = QuietServer(uvicorn.Config(app, log_level="warning", lifespan=lifespan, timeout_graceful_shutdown=3,
+                                        ws_per_message_deflate=False))
 
     async def run(stop: asyncio.Event) -> None:
         task = asyncio.create_task(server.serve(sockets=[sock]))

@@ -22,6 +22,7 @@ from deploy.platform import Assembly
 from deploy.runner import PartFailedError, Runner, stop_on_signals
 from deploy.sample_obs import SampleObError, read_sample_obs
 from planner.gcn.factory import GcnConfigError
+from skyops import runtime
 from skyops.bus import open_redis
 from skyops.settings import Settings
 from skyops.timeutil import Clock
@@ -62,7 +63,7 @@ def serve(process: str, build: Build, *, backends: bool = True) -> None:
         console.print(f"[bold red]{process}: bad settings:[/] {exc}")
         raise typer.Exit(2) from None
     try:
-        asyncio.run(_serve(process, settings, clock, build, backends=backends))
+        runtime.run(_serve(process, settings, clock, build, backends=backends), settings.event_loop)
     except PartFailedError as exc:
         console.print(f"[bold red]{process} stopped: a part failed:[/] {exc}")
         raise typer.Exit(1) from None
@@ -79,6 +80,7 @@ async def _serve(process: str, settings: Settings, clock: Clock, build: Build, *
         await build(assembly)
         for name, url in sorted(assembly.endpoints.items()):
             console.print(f"{process}: {name} at {url}")
+        runtime.settle_heap()  # start-up is done: the collector's later passes skip what it left alive
         stop = asyncio.Event()
         remove_handlers = stop_on_signals(stop)
         try:

@@ -18,6 +18,9 @@ class Settings(BaseSettings):
 
     environment: Literal["development", "test", "production"] = "development"
     var_dir: Path = Field(default=Path("var"), description="state of the embedded backends")
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        default="uvloop", description="the services' event loop: uvloop (faster I/O) or the standard asyncio loop"
+    )
 
     redis_url: str | None = Field(default=None, description="redis://host:port/db; absent → embedded fakeredis")
 
