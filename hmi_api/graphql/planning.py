@@ -12,6 +12,7 @@ from strawberry.scalars import JSON
 
 from hmi_api.graphql.common import Ctx, blocking, camel, checked_night, friendly
 from hmi_api.planops import manual_trigger, replan_seconds, shown_reason
+from planner.config import SiteConfig
 from planner.domain.observability import Twilight
 from planner.domain.reports import PeriodReport, period_report
 from planner.ephemeris import local_noon_utc
@@ -192,6 +193,15 @@ def _states(states: list[str] | None) -> tuple[ObState, ...] | None:
     return tuple(ObState(s) for s in states)
 
 
+async def night_plans(bus: Bus, site: SiteConfig, night: str) -> list[tuple[str, PlanEvent]]:
+    """Every plan of `night` still on the bus with its stream id, oldest first."""
+    # Stream ids are publication times: a night's plans are published from the day before it on, so only those
+    # entries are read (the stream keeps weeks of plans).
+    since = local_noon_utc(site, date.fromisoformat(night)) - timedelta(days=1)
+    entries = await bus.range_after(PLAN_EVENTS, f"{int(since.timestamp() * 1000)}-0", count=MAX_PLAN_HISTORY)
+    return [(e.id, ev) for e in entries if (ev := _decoded(e.payload)) is not None and ev.night == night]
+
+
 def _decoded(payload: bytes) -> PlanEvent | None:
     try:
         return decode_plan_event(payload)
@@ -243,18 +253,14 @@ class PlanningQuery:
             if latest is None:
                 return []
             night = latest.night
-        # Stream ids are publication times: a night's plans are published from the day before it on, so
-        # only those entries are read (the stream keeps weeks of plans).
-        since = local_noon_utc(ctx.site(), date.fromisoformat(night)) - timedelta(days=1)
-        entries = await bus.range_after(PLAN_EVENTS, f"{int(since.timestamp() * 1000)}-0", count=MAX_PLAN_HISTORY)
-        events = [(e.id, ev) for e in entries if (ev := _decoded(e.payload)) is not None]
+        events = await night_plans(bus, ctx.site(), night)
         return [
             PlanChange(seq=seq, plan_id=ev.plan_id, night=ev.night, created=ev.created, reason=shown_reason(ev),
                        trigger_kind=ev.trigger.kind if ev.trigger else None,
                        trigger_alarm=ev.trigger.alarm_id if ev.trigger else None,
                        trigger_user=ev.trigger.user if ev.trigger else None,
                        replan_seconds=replan_seconds(ev), blocks=len(ev.blocks))
-            for seq, ev in events if ev.night == night
+            for seq, ev in events
         ]
 
     @strawberry.field(description=f"Management report over the nights firstNight..lastNight (at most "

@@ -9,6 +9,7 @@ import strawberry
 
 from hmi_api.graphql.common import Ctx, checked_night
 from hmi_api.graphql.convert import night_plan
+from hmi_api.graphql.planning import night_plans
 from hmi_api.graphql.types import NightPlan
 from hmi_api.planops import reorder_plan, resent_plan
 from planner.service import PLAN_EVENTS_RETENTION
@@ -89,8 +90,11 @@ class VesQuery:
                                               asyncio.to_thread(store.links))
         if not changes:
             return None
-        plan = await ctx.live().latest_plan() if ctx.services.live is not None else None
-        return _ves(changes[0], links, plan[1] if plan else None)
+        change = changes[0]
+        # The planned starts shown are those of the plan this VES was written from, not of a newer plan.
+        plans = await night_plans(ctx.bus(), ctx.site(), change.night) if ctx.services.site is not None else []
+        plan = next((ev for _, ev in reversed(plans) if ev.plan_id == change.plan_id), None)
+        return _ves(change, links, plan)
 
     @strawberry.field(description="Changes of the VES, newest first")
     async def ves_history(self, info: Ctx, night: str | None = None, limit: int = 50) -> list[VesChangeEntry]:

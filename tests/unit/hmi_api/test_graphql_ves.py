@@ -62,6 +62,19 @@ def test_ves_is_the_sequence_the_sync_wrote_with_our_ob_names(planning: Hmi) -> 
     assert bad == "night: '21/11/2026' is not a date (YYYY-MM-DD)"
 
 
+def test_ves_shows_the_planned_starts_of_the_plan_it_was_written_from(planning: Hmi) -> None:
+    written = plan()
+    newer = plan(start=written.blocks[0].start + timedelta(hours=1), plan_id="2026-11-21#2")
+    synced(planning, written)
+    query = "{ ves { planId entries { obId start } } }"
+    with TestClient(planning.app()) as client:
+        for event in (written, newer):  # a newer plan is out, but the sync has not written it yet
+            client.portal.call(functools.partial(bus(planning).publish, PLAN_EVENTS, event.encode(), retention=RET))
+        ves = gql(client, query, login(client, "otto"))["data"]["ves"]
+    assert ves["planId"] == written.plan_id
+    assert [e["start"] for e in ves["entries"]] == [b.start.isoformat() for b in written.blocks]
+
+
 def test_ves_before_any_sync_is_null(planning: Hmi) -> None:
     with TestClient(planning.app()) as client:
         assert gql(client, VES, login(client, "otto"))["data"]["ves"] is None
