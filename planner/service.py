@@ -130,6 +130,11 @@ class PlannerService:
         if planner is None:
             await self.plan_night(night, reason="night plan (first trigger of the night)")
             planner = self._planners[night.isoformat()]
+        else:
+            # OBs deleted, retracted, edited or added since the night was planned: re-plan with the store as it is.
+            changed = planner.reconcile(list(self._obs()))
+            if changed:
+                log.info("OB store changes taken into tonight's plan: %s", changed)
         if trigger.kind == "too" and trigger.ob_id is not None:
             try:
                 planner.row_of(trigger.ob_id)

@@ -354,6 +354,21 @@ class ObStore:
                 for row in rows
             ]
 
+    def refine_position(
+        self, *, ob_id: int, ra_deg: float, dec_deg: float, setup: dict[str, str | float | int | bool], now: datetime,
+        actor: str,
+    ) -> ObPublic:
+        """A live OB's target moved to a better position (a later alert of the same transient); `setup` entries are
+        added to or replace the OB's own."""
+        now = require_utc(now, what="now")
+        position = ObUpdate(ra_deg=ra_deg, dec_deg=dec_deg)  # the same checks as a science-team edit
+        with self._sessions.begin() as session:
+            row = self._require(session, ob_id)
+            if row.state not in LIVE_STATES:
+                raise ValueError(f"OB {ob_id} is {row.state.value}: only a live OB can be refined")
+            changes = {"ra_deg": position.ra_deg, "dec_deg": position.dec_deg, "setup": {**row.setup, **setup}}
+            return self._change(session, row, changes, now=now, actor=actor, action="refined")
+
     def update_auto_ob_magnitude(
         self, *, mid: int, magnitude: float, now: datetime, actor: str = "marshall"
     ) -> ObPublic:

@@ -46,9 +46,10 @@ class AzimuthSector(BaseModel):
 
 
 class PlanTrigger(Message):
-    """Why the rest of the night must be re-planned: an alarm consequence starting or ending, a ToO, or a person."""
+    """Why the rest of the night must be re-planned: an alarm consequence starting or ending, a ToO, a person, or
+    OBs changed outside the planner (a GCN retraction or refined position)."""
 
-    kind: Literal["consequence", "too", "manual"]
+    kind: Literal["consequence", "too", "manual", "ob_change"]
     ts: UtcDatetime
     reason: str = Field(min_length=1, max_length=500)
     # kind == "consequence"
@@ -57,7 +58,7 @@ class PlanTrigger(Message):
     active: bool = True
     sector: AzimuthSector | None = None
     seeing_limit_arcsec: float | None = Field(default=None, gt=0)
-    # kind == "too"
+    # kind == "too"; kind == "ob_change": the OB deleted, retracted or edited outside the planner (optional)
     ob_id: str | None = None
     # kind == "manual": who asked (an HMI user), so the plan and the VES history say who changed them
     user: str | None = Field(default=None, min_length=1, max_length=64)

@@ -11,7 +11,8 @@ from pydantic import ValidationError
 from strawberry.scalars import JSON
 
 from hmi_api.graphql.common import Ctx, blocking, camel, checked_night, friendly
-from hmi_api.planops import manual_trigger, replan_seconds, shown_reason
+from hmi_api.graphql.context import HmiContext
+from hmi_api.planops import manual_trigger, pending_blocks, replan_seconds, shown_reason
 from planner.config import SiteConfig
 from planner.domain.observability import Twilight
 from planner.domain.reports import PeriodReport, period_report
@@ -358,6 +359,7 @@ class PlanningMutation:
                                                          expected_version=expected_version), RENAMES)
         await ctx.audit("ob.update", ob=str(ob_id),
                         fields=",".join(camel(k) for k in data.model_dump(exclude_none=True)))
+        await _replan_if_planned(ctx, ob_id, f"OB {ob_id} edited by {user.username}")
         return ObservingBlock.of(updated)
 
     @strawberry.mutation(description="Delete an OB (kept with its history, in state deleted)")
@@ -367,6 +369,7 @@ class PlanningMutation:
         store, now = ctx.ob_store(), ctx.services.clock.now()
         deleted = await blocking(lambda: store.delete_ob(ob_id=ob_id, now=now, actor=user.username))
         await ctx.audit("ob.delete", ob=str(ob_id))
+        await _replan_if_planned(ctx, ob_id, f"OB {ob_id} deleted by {user.username}")
         return ObservingBlock.of(deleted)
 
     @strawberry.mutation(description="A transient's new magnitude (the auto OB's exposure follows), by Marshall id")
@@ -377,7 +380,21 @@ class PlanningMutation:
         updated = await blocking(lambda: store.update_auto_ob_magnitude(mid=mid, magnitude=magnitude, now=now,
                                                                         actor=user.username))
         await ctx.audit("ob.magnitude", ob=str(updated.id), mid=str(mid), magnitude=str(magnitude))
+        await _replan_if_planned(ctx, updated.id, f"OB {updated.id} magnitude updated by {user.username}")
         return ObservingBlock.of(updated)
+
+
+async def _replan_if_planned(ctx: HmiContext, ob_id: int, reason: str) -> None:
+    """An OB the current plan has yet to start was changed: the planner re-plans from the OB store, so a deleted OB
+    is not executed and an edited one is placed as it is now. OBs outside the plan wait for the next re-plan."""
+    found = await ctx.live().latest_plan() if ctx.services.live is not None else None
+    if found is None:
+        return
+    now = ctx.services.clock.now()
+    _, pending = pending_blocks(found[1], now)
+    if any(b.ob_id == str(ob_id) for b in pending):
+        seq = await _publish_trigger(ctx.bus(), PlanTrigger(kind="ob_change", ts=now, reason=reason, ob_id=str(ob_id)))
+        await ctx.audit("plan.ob_change", ob=str(ob_id), trigger=seq)
 
 
 async def _publish_trigger(bus: Bus, trigger: PlanTrigger) -> str:

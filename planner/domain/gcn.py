@@ -417,3 +417,14 @@ def observable_tonight(request: ObRequest, night: NightGrid, now: datetime, *, o
         f"observable for at most {run_min} min in one stretch in the rest of the night of {night.night}, "
         f"{needed_min} min needed{why}",
     )
+
+
+def refinement(notice: Notice, error_radius_deg: float | None) -> str | None:
+    """Why a later notice of an event improves the position its ToO OB has (error radius `error_radius_deg`, None
+    when unknown), or None: only a smaller error radius moves the OB, so a coarser alert never undoes a finer one."""
+    if not notice.has_position or notice.error_radius_deg is None:
+        return None
+    if error_radius_deg is not None and notice.error_radius_deg >= error_radius_deg:
+        return None
+    before = "unknown" if error_radius_deg is None else f"{error_radius_deg:g}°"
+    return f"error radius {before} → {notice.error_radius_deg:g}°"

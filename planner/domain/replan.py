@@ -29,6 +29,24 @@ class PlanOutcome:
     trigger: PlanTrigger | None = None
 
 
+@dataclass(frozen=True)
+class Reconciled:
+    """What `NightPlanner.reconcile` changed, by OB id."""
+
+    added: tuple[str, ...] = ()
+    edited: tuple[str, ...] = ()
+    withdrawn: tuple[str, ...] = ()
+    returned: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.edited or self.withdrawn or self.returned)
+
+    def __str__(self) -> str:
+        parts = [f"{label} {', '.join(ids)}" for label, ids in (("added", self.added), ("edited", self.edited),
+                 ("withdrawn", self.withdrawn), ("back", self.returned)) if ids]
+        return "; ".join(parts) or "no change"
+
+
 class NightPlanner:
     """Plans one night and re-plans it from the current minute when a trigger arrives."""
 
@@ -40,6 +58,7 @@ class NightPlanner:
         self._sectors: dict[str, Sector] = {}
         self._seeing: dict[str, float] = {}
         self._observed: set[int] = set()
+        self._withdrawn: set[int] = set()  # rows no longer live in the OB store (deleted, retracted, expired)
         self.blocks: tuple[Block, ...] = ()
         self._rebuild()
 
@@ -82,6 +101,26 @@ class NightPlanner:
         self._row[request.ob_id] = len(self._requests) - 1
         return self._row[request.ob_id]
 
+    def reconcile(self, live: Sequence[ObRequest]) -> Reconciled:
+        """Bring tonight's OBs in line with the store's live ones: new OBs are added, edited ones replaced, OBs no
+        longer live are withdrawn (never placed again unless they come back). Takes effect at the next re-plan."""
+        wanted = {r.ob_id: r for r in live}
+        edited = [r for oid, r in wanted.items() if oid in self._row and self._requests[self._row[oid]] != r]
+        for request in edited:
+            self._requests[self._row[request.ob_id]] = request
+        if edited:
+            self._rebuild()
+        added = [r.ob_id for r in wanted.values() if r.ob_id not in self._row]
+        for ob_id in added:
+            self.add(wanted[ob_id])
+        gone = {row for oid, row in self._row.items() if oid not in wanted} - self._observed
+        back = {self._row[oid] for oid in wanted} & self._withdrawn
+        withdrawn = gone - self._withdrawn
+        self._withdrawn = (self._withdrawn | gone) - back
+        return Reconciled(added=tuple(added), edited=tuple(r.ob_id for r in edited),
+                          withdrawn=tuple(sorted(self._requests[r].ob_id for r in withdrawn)),
+                          returned=tuple(sorted(self._requests[r].ob_id for r in back)))
+
     def mark_observed(self, ob_id: str) -> None:
         """An OB the telescope has completed: never placed again tonight."""
         self._observed.add(self.row_of(ob_id))
@@ -95,6 +134,8 @@ class NightPlanner:
         """Re-plan from the trigger's minute: keep what ran, drop the rest, put a ToO first, refill."""
         now = require_utc(trigger.ts, what="trigger.ts")
         first = self.row_of(trigger.ob_id) if trigger.kind == "too" and trigger.ob_id is not None else None
+        if first in self._withdrawn:
+            first = None  # a ToO retracted before its trigger was handled
         if trigger.kind == "consequence":
             self._apply_consequence(trigger)
         from_min = ceil_minute(self.night, now.timestamp())
@@ -107,7 +148,7 @@ class NightPlanner:
                 if block.row in self._observed:
                     # Finished earlier than planned: the rest of its slot is free again.
                     kept.append(replace(block, end_min=from_min))
-                elif first is None and self._still_allowed(block, from_min, cond):
+                elif first is None and block.row not in self._withdrawn and self._still_allowed(block, from_min, cond):
                     kept.append(block)
                 else:
                     # The telescope still points there, so the next slew starts from this target.
@@ -139,7 +180,7 @@ class NightPlanner:
         return bool(allowed[from_min : block.end_min].all())
 
     def _schedule(self, from_min: int, *, kept: list[Block], first: int | None) -> list[Block]:
-        taken = {b.row for b in kept if not b.interrupted} | self._observed
+        taken = {b.row for b in kept if not b.interrupted} | self._observed | self._withdrawn
         pool = np.asarray([r for r in range(len(self._requests)) if r not in taken], dtype=np.int64)
         return schedule(
             self.ctx, from_min=from_min, kept=kept, candidates=pool, conditions=self.conditions, first=first
@@ -151,6 +192,8 @@ def _reason(trigger: PlanTrigger) -> str:
         return f"ToO {trigger.ob_id}: {trigger.reason}"
     if trigger.kind == "manual":
         return f"re-plan asked by {trigger.user}: {trigger.reason}"
+    if trigger.kind == "ob_change":
+        return f"OB {trigger.ob_id} changed: {trigger.reason}" if trigger.ob_id else f"OBs changed: {trigger.reason}"
     state = "active" if trigger.active else "cleared"
     kind = trigger.consequence.value if trigger.consequence is not None else "consequence"
     return f"alarm {trigger.alarm_id} {state} ({kind}): {trigger.reason}"

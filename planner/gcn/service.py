@@ -20,6 +20,7 @@ from planner.domain.gcn import (
     ob_name,
     observable_tonight,
     parse_notice,
+    refinement,
     screen,
     target_name,
     too_request,
@@ -27,7 +28,7 @@ from planner.domain.gcn import (
 from planner.domain.night import NightGrid
 from planner.domain.observability import ObRequest
 from planner.ephemeris import compute_night
-from planner.gcn.store import EVENT_KEY, MESSAGE_KEY, GcnObIndex
+from planner.gcn.store import EVENT_KEY, MESSAGE_KEY, REFINED_KEY, GcnObIndex
 from planner.service import night_of
 from planner.store import LIVE_STATES, ObConstraints, ObCreate, ObPublic, ObStore, ObType, TimeShare
 from skyops.bus import Bus, StreamRetention
@@ -61,6 +62,7 @@ class Outcome(StrEnum):
     CREATED = "created"
     REDELIVERED = "redelivered"
     RETRACTED = "retracted"
+    REFINED = "refined"
     REJECTED = "rejected"
 
 
@@ -151,15 +153,24 @@ class GcnTriggerService:
         if notice.retraction and not notice.test:
             retracted = self._retract(message, notice, now)
             if retracted is not None:
+                await self._changed(retracted, f"GCN {notice.source} {notice.event_id} retracted", now)
                 return retracted
         existing = self._index.find(name=ob_name(notice), event_key=notice.key)
         if existing is not None and existing.setup.get(MESSAGE_KEY) == message.ref:
             # Judged before the criteria: by now the notice may be too old, yet its OB still needs its trigger.
             return await self._redelivered(message, notice, existing, now)
+        if existing is not None and existing.setup.get(REFINED_KEY) == message.ref:
+            await self._changed(existing, f"GCN {notice.source} {notice.event_id} position refined", now)
+            return Decision(message=message.ref, outcome=Outcome.REDELIVERED, event_key=notice.key, ob_id=existing.id,
+                            detail=f"already refined OB {existing.id}; re-plan trigger published again")
         verdict = screen(notice, self._config.criteria, topic, now)
         if not verdict.accepted:
             return _rejected(message, notice, verdict)
         if existing is not None:
+            refined = self._refine(message, notice, existing, now) if existing.state in LIVE_STATES else None
+            if refined is not None:
+                await self._changed(existing, f"GCN {notice.source} {notice.event_id} position refined", now)
+                return refined
             detail = f"event {notice.key} already became OB {existing.id} ({existing.state.value})"
             return _rejected(message, notice, Verdict.no(Rejection.DUPLICATE, detail))
         try:
@@ -193,6 +204,29 @@ class GcnTriggerService:
             event_key=notice.key,
             ob_id=ob.id,
         )
+
+    def _refine(self, message: GcnMessage, notice: Notice, existing: ObPublic, now: datetime) -> Decision | None:
+        radius = existing.setup.get("gcn_error_radius_deg")
+        why = refinement(notice, float(radius) if isinstance(radius, int | float) else None)
+        if why is None or notice.ra_deg is None or notice.dec_deg is None or notice.error_radius_deg is None:
+            return None
+        ob = self._store.refine_position(
+            ob_id=existing.id, ra_deg=notice.ra_deg, dec_deg=notice.dec_deg, now=now, actor=ACTOR,
+            setup={"gcn_error_radius_deg": notice.error_radius_deg, REFINED_KEY: message.ref},
+        )
+        return Decision(
+            message=message.ref,
+            outcome=Outcome.REFINED,
+            detail=f"ToO OB {ob.id} moved to RA {ob.ra_deg:.4f} Dec {ob.dec_deg:+.4f} ({why})",
+            event_key=notice.key,
+            ob_id=ob.id,
+        )
+
+    async def _changed(self, ob: ObPublic | Decision, reason: str, now: datetime) -> None:
+        """The planner re-plans from the store: a retracted OB leaves the plan, a refined one is placed anew."""
+        ob_id = ob.id if isinstance(ob, ObPublic) else ob.ob_id
+        trigger = PlanTrigger(kind="ob_change", ts=now, reason=reason[:500], ob_id=str(ob_id))
+        await self._bus.publish(self._triggers_stream, trigger.encode(), retention=self._retention)
 
     async def _redelivered(self, message: GcnMessage, notice: Notice, existing: ObPublic, now: datetime) -> Decision:
         # The OB was stored from this very message but its offset was never committed (a crash in between), so the

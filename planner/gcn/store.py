@@ -10,6 +10,7 @@ from planner.store import ObPublic, ObservingBlock, ObType
 # Keys of the OB's setup that carry the notice it came from.
 EVENT_KEY = "gcn_event"
 MESSAGE_KEY = "gcn_message"
+REFINED_KEY = "gcn_refined_by"  # the message of the last position refinement
 
 
 class GcnObIndex:

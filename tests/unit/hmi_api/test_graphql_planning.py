@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from datetime import timedelta
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 from fastapi.testclient import TestClient
@@ -233,6 +234,25 @@ def test_delete_then_edit_a_deleted_ob_is_refused(planning: Hmi) -> None:
     assert deleted["data"]["deleteOb"] == {"state": "deleted"}
     assert again == f"OB {ob.id} is already deleted"
     assert edit == f"OB {ob.id} is deleted: only queued or scheduled OBs can be edited"
+
+
+def test_changing_an_ob_the_plan_has_yet_to_start_asks_for_a_replan(planning: Hmi) -> None:
+    planned, elsewhere = eso(planning, "A1"), eso(planning, "A2")
+    event = plan(start=planning.clock.now() + timedelta(minutes=10), n=1)
+    assert event.blocks[0].ob_id == str(planned.id)
+    delete = "mutation($i: Int!) { deleteOb(obId: $i) { state } }"
+    with TestClient(planning.app()) as client:
+        client.portal.call(functools.partial(bus(planning).publish, PLAN_EVENTS, event.encode(), retention=RET))
+        token = login(client, "sam")
+        gql(client, delete, token, i=elsewhere.id)  # not in the plan: nothing to re-plan
+        assert triggers(client, planning) == []
+        gql(client, UPDATE, token, i=planned.id, c={"priority": 1})
+        gql(client, delete, token, i=planned.id)
+        edited, deleted = triggers(client, planning)
+    assert (edited.kind, edited.ob_id) == ("ob_change", str(planned.id))
+    assert edited.reason == f"OB {planned.id} edited by sam"
+    assert (deleted.kind, deleted.reason) == ("ob_change", f"OB {planned.id} deleted by sam")
+    assert ("sam", "plan.ob_change", {"ob": str(planned.id), "trigger": ANY}) in planning.audited
 
 
 def test_magnitude_update_sets_the_auto_exposure(planning: Hmi) -> None:

@@ -171,16 +171,69 @@ async def test_the_replan_puts_the_too_first(
     assert store.get(ob_id=decision.ob_id or 0).state is ObState.SCHEDULED
 
 
-async def test_a_second_notice_of_the_same_event_is_a_duplicate(
+async def test_a_retracted_too_leaves_the_plan_at_the_next_replan(
+    service: GcnTriggerService,
+    store: ObStore,
+    bus: Bus,
+    site: SiteConfig,
+    config: SchedulerConfig,
+    clock: FakeClock,
+    good_night: NightGrid,
+) -> None:
+    others = random_requests(60, seed=4)
+    planner = PlannerService(bus=Bus(FakeRedis(server=FakeServer(), decode_responses=False)), site=site,
+                             config=config, clock=clock, obs=lambda: [*others, *store_obs(store)()],
+                             nights=nights_for(good_night), store=store)  # type: ignore[arg-type]
+    await planner.plan_night(GOOD_NIGHT)
+    clock.set(datetime(2025, 9, 11, 2, 30, tzinfo=UTC))
+    created = await service.handle(good())
+    [too] = await triggers(bus)
+    placed = await planner.handle(too)
+    assert placed is not None and str(created.ob_id) in [b.ob_id for b in placed.blocks]
+    clock.advance(timedelta(minutes=3))  # retracted while it is being observed
+
+    await service.handle(message(redated("swift_bat_guano.retraction.json", GOOD_NOW), offset=1))
+    _, change = await triggers(bus)
+    replanned = await planner.handle(change)
+
+    assert replanned is not None
+    assert replanned.reason == f"OB {created.ob_id} changed: GCN Swift BAT-GUANO 694215995 retracted"
+    upcoming = [b.ob_id for b in replanned.blocks if b.end > clock.now()]
+    assert str(created.ob_id) not in upcoming and upcoming
+
+
+async def test_a_second_notice_of_the_same_event_no_better_placed_is_a_duplicate(
     service: GcnTriggerService, store: ObStore, bus: Bus
 ) -> None:
     first = await service.handle(good(offset=0))
-    later = await service.handle(good(offset=7, record_number=4, ra_uncertainty=[0.01]))
+    later = await service.handle(good(offset=7, record_number=4, ra=336.3, ra_uncertainty=[0.05]))
 
     assert later.outcome is Outcome.REJECTED and later.rejection is Rejection.DUPLICATE
     assert f"already became OB {first.ob_id} (queued)" in later.detail
-    assert len(store.list()) == 1
+    [ob] = store.list()
+    assert (ob.ra_deg, ob.dec_deg) == (336.26, 25.139)  # a coarser alert never undoes a finer one
     assert len(await triggers(bus)) == 1
+
+
+async def test_a_later_notice_with_a_smaller_error_moves_the_ob_and_asks_for_a_replan(
+    service: GcnTriggerService, store: ObStore, bus: Bus
+) -> None:
+    first = await service.handle(good(offset=0))
+    refined = await service.handle(good(offset=7, record_number=4, ra=336.2712, dec=25.1301, ra_uncertainty=[0.01]))
+
+    assert refined.outcome is Outcome.REFINED and refined.ob_id == first.ob_id, refined
+    assert "error radius 0.05° → 0.01°" in refined.detail
+    [ob] = store.list()
+    assert (ob.ra_deg, ob.dec_deg, ob.setup["gcn_error_radius_deg"]) == (336.2712, 25.1301, 0.01)
+    assert [c.action for c in store.history(ob_id=ob.id)] == ["created", "refined"]
+    _, change = await triggers(bus)
+    assert (change.kind, change.ob_id) == ("ob_change", str(ob.id))
+    assert change.reason == "GCN Swift BAT-GUANO 694215995 position refined"
+    # The refining message redelivered (its offset was not committed): the trigger again, no second move.
+    again = await service.handle(good(offset=7, record_number=4, ra=336.2712, dec=25.1301, ra_uncertainty=[0.01]))
+    assert again.outcome is Outcome.REDELIVERED
+    assert [c.action for c in store.history(ob_id=ob.id)] == ["created", "refined"]
+    assert [t.kind for t in await triggers(bus)] == ["too", "ob_change", "ob_change"]
 
 
 async def test_the_same_message_again_publishes_the_trigger_again_without_a_second_ob(
@@ -232,7 +285,7 @@ async def test_a_bus_failure_raises_and_the_retry_completes_the_trigger(
     assert [t.ob_id for t in await triggers(bus)] == [str(retried.ob_id)]
 
 
-async def test_a_retraction_deletes_the_live_too_ob(service: GcnTriggerService, store: ObStore) -> None:
+async def test_a_retraction_deletes_the_live_too_ob(service: GcnTriggerService, store: ObStore, bus: Bus) -> None:
     created = await service.handle(good())
     retraction = message(redated("swift_bat_guano.retraction.json", GOOD_NOW), offset=1)
 
@@ -241,6 +294,9 @@ async def test_a_retraction_deletes_the_live_too_ob(service: GcnTriggerService, 
     assert decision.outcome is Outcome.RETRACTED and decision.ob_id == created.ob_id
     assert store.get(ob_id=created.ob_id or 0).state is ObState.DELETED
     assert not store.list(states=LIVE_STATES)
+    _, change = await triggers(bus)  # the planner re-plans without it
+    assert (change.kind, change.ob_id) == ("ob_change", str(created.ob_id))
+    assert "retracted" in change.reason
     # A retraction redelivered, or after the OB is gone, is only a rejection.
     again = await service.handle(retraction)
     assert again.rejection is Rejection.RETRACTION
@@ -321,7 +377,7 @@ async def test_every_stored_example_meets_its_fate_and_is_counted(
     }
     [ob] = store.list()
     assert ob.name == "GCN swift_bat_guano:694215995" and ob.state is ObState.DELETED
-    assert len(await triggers(bus)) == 1
+    assert [t.kind for t in await triggers(bus)] == ["too", "ob_change"]
 
 
 class ListSource:
@@ -446,3 +502,15 @@ async def test_build_wires_a_given_source(tmp_path: Path) -> None:
     finally:
         built.close()
     assert source.pending == []
+
+
+async def test_refining_refuses_a_gone_ob_and_an_impossible_position(
+    service: GcnTriggerService, store: ObStore, clock: FakeClock
+) -> None:
+    created = await service.handle(good())
+    ob_id = created.ob_id or 0
+    with pytest.raises(ValueError, match="ra_deg"):
+        store.refine_position(ob_id=ob_id, ra_deg=400.0, dec_deg=0.0, setup={}, now=clock.now(), actor="gcn")
+    store.delete_ob(ob_id=ob_id, now=clock.now(), actor="test")
+    with pytest.raises(ValueError, match=f"OB {ob_id} is deleted: only a live OB can be refined"):
+        store.refine_position(ob_id=ob_id, ra_deg=1.0, dec_deg=0.0, setup={}, now=clock.now(), actor="gcn")
