@@ -216,8 +216,7 @@ def add_monitoring(asm: Assembly, config: MonitoringConfig, *, consumer: str, co
 
 def _consumer_health(*consumers: StreamConsumer) -> Callable[[], tuple[bool, str]]:
     def health() -> tuple[bool, str]:
-        failing = [f"{c.stream}/{c.group}: {c.consecutive_failures} consecutive failures"
-                   for c in consumers if c.consecutive_failures]
+        failing = [why for ok, why in (c.health() for c in consumers) if not ok]
         return not failing, "; ".join(failing)
     return health
 

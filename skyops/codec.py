@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import struct
 from collections.abc import Sequence
+from enum import StrEnum
 from typing import Any, Final
 
 import fastavro
@@ -21,6 +23,74 @@ SAMPLES_V2: Final = 0x53
 LOGS_V1: Final = 0x4C
 ALARMS_V1: Final = 0x41
 LOGS_V2: Final = 0x6C
+
+# From v3 on, every payload opens with a versioned header: this byte, the kind's letter and the version
+# (u16, little-endian). 0xFF is no v1/v2 tag and never starts UTF-8 text (the JSON streams), so a
+# reader can tell "written by a newer codec" (wait for a newer reader) from garbage (skip it).
+VERSIONED: Final = 0xFF
+_HEADER = struct.Struct("<BcH")
+_VERSIONED_BYTE = bytes((VERSIONED,))
+
+
+class PayloadKind(StrEnum):
+    """What a bus payload holds; the value is the letter in a versioned header."""
+
+    SAMPLES = "S"
+    LOGS = "L"
+    ALARM_EVENTS = "A"
+
+
+# The newest version of each kind this process decodes.
+READS_UP_TO: Final[dict[PayloadKind, int]] = {PayloadKind.SAMPLES: 2, PayloadKind.LOGS: 2, PayloadKind.ALARM_EVENTS: 1}
+_WHAT = {PayloadKind.SAMPLES: "sample batch", PayloadKind.LOGS: "log batch",
+         PayloadKind.ALARM_EVENTS: "alarm event batch"}
+
+
+class NewerCodecVersionError(CodecError):
+    """A payload written by a newer codec than this process knows: valid data, only not readable here.
+
+    Stream consumers leave such entries pending for an upgraded consumer of their group instead of
+    skipping them; code that is not in a group (live views) may treat it as any undecodable payload.
+    """
+
+    def __init__(self, kind: PayloadKind, version: int) -> None:
+        self.kind = kind
+        self.version = version
+        self.reads_up_to = READS_UP_TO[kind]
+        super().__init__(
+            f"{_WHAT[kind]} written by codec v{version}, this process reads up to v{self.reads_up_to}: upgrade it"
+        )
+
+
+def versioned_header(kind: PayloadKind, version: int) -> bytes:
+    """The opening bytes of a v3+ payload of `kind` (what a newer writer puts before its body)."""
+    if not 3 <= version <= 0xFFFF:
+        raise ValueError(f"version must be in 3..65535 (v1 and v2 have their own tags), got {version}")
+    return _HEADER.pack(VERSIONED, kind.value.encode("ascii"), version)
+
+
+def newer_version(payload: bytes) -> NewerCodecVersionError | None:
+    """Why this process cannot read `payload` yet, when a newer codec wrote it; None for anything else."""
+    if len(payload) < _HEADER.size or payload[0] != VERSIONED:
+        return None
+    _, letter, version = _HEADER.unpack_from(payload)
+    try:
+        kind = PayloadKind(letter.decode("latin-1"))
+    except ValueError:
+        return None
+    return NewerCodecVersionError(kind, version) if version > READS_UP_TO[kind] else None
+
+
+def _refuse_versioned(payload: bytes, kind: PayloadKind) -> None:
+    """Raise for a v3+ header: NewerCodecVersionError when a newer codec wrote it, CodecError otherwise."""
+    if payload[:1] != _VERSIONED_BYTE:
+        return
+    newer = newer_version(payload)
+    if newer is not None and newer.kind is kind:
+        raise newer
+    if newer is not None:
+        raise CodecError(f"not a {_WHAT[kind]} payload (a {_WHAT[newer.kind]} of codec v{newer.version})")
+    raise CodecError(f"corrupt {_WHAT[kind]} payload: a versioned header this codec does not know")
 
 _SAMPLES_SCHEMA = fastavro.parse_schema(
     {
@@ -190,7 +260,11 @@ def _column(raw: bytes, dtype: str, what: str) -> Any:
 
 
 def decode_samples(payload: bytes) -> SampleBatch:
-    """A sample batch from either version (v1 payloads may still sit in a stream after an upgrade)."""
+    """A sample batch from either version (v1 payloads may still sit in a stream after an upgrade).
+
+    Raises NewerCodecVersionError for a batch of a later version, CodecError for anything undecodable.
+    """
+    _refuse_versioned(payload, PayloadKind.SAMPLES)
     if payload[:1] == bytes((SAMPLES_V1,)):
         r = _read(SAMPLES_V1, _SAMPLES_SCHEMA, payload, "sample batch")
         points = tuple(r["points"])
@@ -253,7 +327,11 @@ def decode_logs(payload: bytes) -> list[LogRecord]:
 
 
 def decode_log_batch(payload: bytes) -> LogBatch:
-    """A log batch in either layout (V1 per-record entries may still sit in a stream after an upgrade)."""
+    """A log batch in either layout (V1 per-record entries may still sit in a stream after an upgrade).
+
+    Raises NewerCodecVersionError for a batch of a later version, CodecError for anything undecodable.
+    """
+    _refuse_versioned(payload, PayloadKind.LOGS)
     if payload[:1] == bytes((LOGS_V1,)):
         try:
             return LogBatch.from_records(_decode_logs_v1(payload))
@@ -361,6 +439,7 @@ def encode_alarm_events(events: Sequence[AlarmEvent]) -> bytes:
 
 
 def decode_alarm_events(payload: bytes) -> list[AlarmEvent]:
+    _refuse_versioned(payload, PayloadKind.ALARM_EVENTS)
     r = _read(ALARMS_V1, _ALARMS_SCHEMA, payload, "alarm event batch")
     try:
         return [

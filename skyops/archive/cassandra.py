@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import struct
 import zlib
@@ -12,11 +13,19 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from cassandra import ConsistencyLevel
+from cassandra import AlreadyExists, ConsistencyLevel
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, ResponseFuture, Session
 from cassandra.concurrent import execute_concurrent
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
-from cassandra.query import UNSET_VALUE, BatchStatement, BatchType, BoundStatement, PreparedStatement, Statement
+from cassandra.query import (
+    UNSET_VALUE,
+    BatchStatement,
+    BatchType,
+    BoundStatement,
+    PreparedStatement,
+    SimpleStatement,
+    Statement,
+)
 
 from skyops.archive.binning import Aggregates, Resolution
 from skyops.archive.blocks import Chunk
@@ -60,6 +69,9 @@ MAX_CHUNK_BATCHES_IN_FLIGHT = 48
 
 
 LATEST_BUCKETS = 64
+
+# How long schema creation waits for every node to report the same schema version.
+SCHEMA_AGREEMENT_S = 30
 
 # Log rows go in single-partition batches sized by bytes, kept under the node's batch_size_warn_threshold
 # (64 KiB in deploy/scripts/cassandra.sh): past it every batch logs a warning on the node and the client.
@@ -148,54 +160,105 @@ class CassandraArchive(Archive):
         )
         return self._cluster.connect()
 
-    def _create_schema(self) -> None:
-        s = self._session
-        assert s is not None
+    def _schema(self) -> list[tuple[str, str, str]]:
+        """Every schema object of the archive as (kind, name, CREATE statement), keyspace first."""
         ks = self.keyspace
-        s.execute(
-            f"CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = "
-            f"{{'class': 'SimpleStrategy', 'replication_factor': {self.replication_factor}}}"
-        )
-        for cls in self.retention.values():
-            s.execute(
-                f"CREATE TABLE IF NOT EXISTS {ks}.samples_{cls.name} (point text, day int, start_us bigint, "
-                f"chunk_id bigint, end_us bigint, n int, ts blob, kind blob, bits blob, quality blob, "
-                f"strings list<text>, PRIMARY KEY ((point, day), start_us, chunk_id)) "
-                f"WITH compaction = {TWCS} AND default_time_to_live = {int(cls.ttl.total_seconds())} "
-                f"AND gc_grace_seconds = 10800"
-            )
-        s.execute(f"CREATE TABLE IF NOT EXISTS {ks}.agg_1m (point text, day int, bucket_us bigint, {_AGG_DEFS}, "
-                  f"PRIMARY KEY ((point, day), bucket_us)) WITH compaction = {TWCS}")
-        s.execute(f"CREATE TABLE IF NOT EXISTS {ks}.agg_1h (point text, year int, bucket_us bigint, {_AGG_DEFS}, "
-                  f"PRIMARY KEY ((point, year), bucket_us))")
+        tables: list[tuple[str, str]] = [
+            (f"samples_{cls.name}",
+             f"CREATE TABLE IF NOT EXISTS {ks}.samples_{cls.name} (point text, day int, start_us bigint, "
+             f"chunk_id bigint, end_us bigint, n int, ts blob, kind blob, bits blob, quality blob, "
+             f"strings list<text>, PRIMARY KEY ((point, day), start_us, chunk_id)) "
+             f"WITH compaction = {TWCS} AND default_time_to_live = {int(cls.ttl.total_seconds())} "
+             f"AND gc_grace_seconds = 10800")
+            for cls in self.retention.values()
+        ]
+        tables.append(("agg_1m", f"CREATE TABLE IF NOT EXISTS {ks}.agg_1m (point text, day int, bucket_us bigint, "
+                                 f"{_AGG_DEFS}, PRIMARY KEY ((point, day), bucket_us)) WITH compaction = {TWCS}"))
+        tables.append(("agg_1h", f"CREATE TABLE IF NOT EXISTS {ks}.agg_1h (point text, year int, bucket_us bigint, "
+                                 f"{_AGG_DEFS}, PRIMARY KEY ((point, year), bucket_us))"))
         # Latest values live in LATEST_BUCKETS partitions (by a stable hash of the point), so one write round
         # is a few single-partition batches instead of one request per point.
-        s.execute(f"CREATE TABLE IF NOT EXISTS {ks}.latest_points (bucket int, point text, ts_us bigint, "
-                  f"kind tinyint, bits bigint, quality tinyint, str text, PRIMARY KEY ((bucket), point))")
-        s.execute(
+        tables.append(("latest_points",
+                       f"CREATE TABLE IF NOT EXISTS {ks}.latest_points (bucket int, point text, ts_us bigint, "
+                       f"kind tinyint, bits bigint, quality tinyint, str text, PRIMARY KEY ((bucket), point))"))
+        tables.append((
+            "logs",
             f"CREATE TABLE IF NOT EXISTS {ks}.logs (source text, hour bigint, shard tinyint, ts_us bigint, "
             f"id bigint, level int, component text, host text, message text, attributes map<text, text>, "
             f"trace_id text, ob_id text, PRIMARY KEY ((source, hour, shard), ts_us, id)) "
-            f"WITH CLUSTERING ORDER BY (ts_us DESC, id DESC) AND compaction = {TWCS}"
-        )
-        s.execute(f"CREATE TABLE IF NOT EXISTS {ks}.log_sources (bucket int, source text, "
-                  f"PRIMARY KEY (bucket, source))")
+            f"WITH CLUSTERING ORDER BY (ts_us DESC, id DESC) AND compaction = {TWCS}"))
+        tables.append(("log_sources", f"CREATE TABLE IF NOT EXISTS {ks}.log_sources (bucket int, source text, "
+                                      f"PRIMARY KEY (bucket, source))"))
         # Which (source, hour) log partitions exist: a search over weeks visits only those.
-        s.execute(f"CREATE TABLE IF NOT EXISTS {ks}.log_hours (source text, hour bigint, PRIMARY KEY (source, hour))")
-        # SAI on level: a WARNING+ search reads only matching rows of each partition it visits.
-        s.execute(f"CREATE CUSTOM INDEX IF NOT EXISTS logs_level ON {ks}.logs (level) USING 'StorageAttachedIndex'")
+        tables.append(("log_hours", f"CREATE TABLE IF NOT EXISTS {ks}.log_hours (source text, hour bigint, "
+                                    f"PRIMARY KEY (source, hour))"))
         alarm_cols = ("ts_us bigint, seq bigint, action text, severity int, latched int, state text, "
                       "acked boolean, user text, comment text, reason text, attributes map<text, text>")
-        s.execute(
+        tables.append((
+            "alarm_history_by_alarm",
             f"CREATE TABLE IF NOT EXISTS {ks}.alarm_history_by_alarm (alarm_id text, year int, {alarm_cols}, "
-            f"PRIMARY KEY ((alarm_id, year), ts_us, seq)) WITH CLUSTERING ORDER BY (ts_us DESC, seq DESC)"
-        )
-        s.execute(
+            f"PRIMARY KEY ((alarm_id, year), ts_us, seq)) WITH CLUSTERING ORDER BY (ts_us DESC, seq DESC)"))
+        tables.append((
+            "alarm_history_by_day",
             f"CREATE TABLE IF NOT EXISTS {ks}.alarm_history_by_day (day int, alarm_id text, {alarm_cols}, "
             f"PRIMARY KEY ((day), ts_us, alarm_id, seq)) "
-            f"WITH CLUSTERING ORDER BY (ts_us DESC, alarm_id DESC, seq DESC)"
-        )
+            f"WITH CLUSTERING ORDER BY (ts_us DESC, alarm_id DESC, seq DESC)"))
+        return [
+            ("keyspace", ks, f"CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = "
+                             f"{{'class': 'SimpleStrategy', 'replication_factor': {self.replication_factor}}}"),
+            *(("table", name, cql) for name, cql in tables),
+            # SAI on level: a WARNING+ search reads only matching rows of each partition it visits.
+            ("index", "logs_level",
+             f"CREATE CUSTOM INDEX IF NOT EXISTS logs_level ON {ks}.logs (level) USING 'StorageAttachedIndex'"),
+        ]
+
+    def _existing_schema(self) -> set[tuple[str, str]]:
+        """The archive's schema objects Cassandra already has, as (kind, name), read from system_schema."""
+        s = self._session
+        assert s is not None
+        ks = (self.keyspace,)
+        found: set[tuple[str, str]] = set()
+        if s.execute("SELECT keyspace_name FROM system_schema.keyspaces WHERE keyspace_name = %s", ks).one():
+            found.add(("keyspace", self.keyspace))
+        found |= {("table", r.table_name)
+                  for r in s.execute("SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s", ks)}
+        found |= {("index", r.index_name)
+                  for r in s.execute("SELECT index_name FROM system_schema.indexes WHERE keyspace_name = %s", ks)}
+        return found
+
+    def _create_schema(self) -> None:
+        """Create what is missing of the schema; several processes may run this at once (`skyops run`).
+
+        The common case, a schema already there, sends no DDL at all. Otherwise every process sends its
+        CREATE ... IF NOT EXISTS to the same node (the lowest address up): Cassandra 5.0 without TCM
+        applies one node's schema changes one at a time, so the second CREATE of a table is a no-op
+        there, whereas the same table created on two nodes at once gets two table ids and the cluster
+        disagrees on its schema. Then it waits for every node to agree before preparing statements.
+        """
+        s, cluster = self._session, self._cluster
+        assert s is not None and cluster is not None
+        existing = self._existing_schema()
+        missing = [(kind, name, cql) for kind, name, cql in self._schema() if (kind, name) not in existing]
+        if missing:
+            host = self._ddl_host()
+            log.info("creating %d schema objects in keyspace %s on %s", len(missing), self.keyspace,
+                     host.endpoint if host is not None else "any node")
+            for _, _, cql in missing:
+                # Another process may have created it between our read and our CREATE.
+                with contextlib.suppress(AlreadyExists):
+                    s.execute(SimpleStatement(cql), host=host)
+            if not cluster.control_connection.wait_for_schema_agreement(wait_time=SCHEMA_AGREEMENT_S):
+                raise BackendUnavailableError(
+                    f"Cassandra nodes do not agree on the schema of keyspace {self.keyspace} after "
+                    f"{SCHEMA_AGREEMENT_S} s (see `nodetool describecluster`)")
         self._prepare()
+
+    def _ddl_host(self) -> Any:
+        """The node every process sends its DDL to: the lowest address among those up (None: any)."""
+        cluster = self._cluster
+        assert cluster is not None
+        up = [h for h in cluster.metadata.all_hosts() if h.is_up]
+        return min(up, key=lambda h: str(h.endpoint)) if up else None
 
     def _prepare(self) -> None:
         s = self._session

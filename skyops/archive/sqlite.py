@@ -84,9 +84,15 @@ class SqliteArchive(Archive):
 
         def connect() -> sqlite3.Connection:
             db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(self._schema())
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                # One write transaction: processes opening a fresh file together create it one after the
+                # other (sqlite3's busy timeout makes the others wait) and never see half a schema.
+                db.executescript(f"BEGIN IMMEDIATE;\n{self._schema()}\nCOMMIT;")
+            except BaseException:
+                db.close()
+                raise
             return db
 
         self._db = await asyncio.get_running_loop().run_in_executor(self._pool, connect)

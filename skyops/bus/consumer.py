@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
+from skyops import codec
 from skyops.bus.streams import Bus, Entry, NoSuchGroupError, Recovered
 
 log = logging.getLogger(__name__)
@@ -15,6 +16,9 @@ log = logging.getLogger(__name__)
 # handler that holds entries (to write them later, in fuller batches) acknowledges them in a later call.
 Handler = Callable[[list[Entry]], Awaitable[Sequence[str] | None]]
 Sleep = Callable[[float], Awaitable[None]]
+
+_VERSIONED = bytes((codec.VERSIONED,))
+OUTDATED_RECLAIM_FACTOR = 4
 
 
 class StreamConsumer:
@@ -72,6 +76,8 @@ class StreamConsumer:
         self.lost = 0  # pending entries trimmed by retention before they were handled
         self.consecutive_failures = 0
         self.last_latency_us: int | None = None  # producer → acknowledged, newest entry of the last batch
+        self.too_new = 0  # deliveries of entries left pending because a newer codec wrote them
+        self._too_new_reasons: dict[tuple[codec.PayloadKind, int], str] = {}
 
         self._group_ready = False
         # A consumer restarted under the same name starts by finishing what it was given before.
@@ -98,12 +104,15 @@ class StreamConsumer:
         acked = 0
 
         stale = await self.bus.reclaim(
-            self.stream, self.group, self.consumer, min_idle_ms=self.min_idle_ms, count=self.batch_size
+            self.stream, self.group, self.consumer, min_idle_ms=self.reclaim_idle_ms, count=self.batch_size
         )
         self._count_lost(stale)
-        if stale.entries:
-            self.reclaimed += len(stale.entries)
-            ok, n = await self._handle(stale.entries, "reclaimed")
+        self.reclaimed += len(stale.entries)
+        # Entries only a newer consumer can read come back here every min_idle_ms; they are no work
+        # done, so they must not turn the blocking read below into a busy loop.
+        stale_usable = self._usable(stale.entries)
+        if stale_usable:
+            ok, n = await self._handle(stale_usable, "reclaimed")
             acked += n
             if not ok:
                 return acked
@@ -114,7 +123,7 @@ class StreamConsumer:
             )
             self._count_lost(own)
             if own.entries:
-                ok, n = await self._handle(own.entries, "retried")
+                ok, n = await self._handle(self._usable(own.entries), "retried")
                 if ok:
                     self._own_after = own.entries[-1].id
                 return acked + n
@@ -129,14 +138,62 @@ class StreamConsumer:
             self.group,
             self.consumer,
             count=self.batch_size,
-            block_ms=None if stale.entries else self.block_ms,
+            block_ms=None if stale_usable else self.block_ms,
         )
-        if fresh:
-            _, n = await self._handle(fresh, "new")
+        usable = self._usable(fresh)
+        if usable:
+            _, n = await self._handle(usable, "new")
             acked += n
         return acked
 
+    @property
+    def reclaim_idle_ms(self) -> int:
+        """How long an entry must sit idle before this consumer takes it over.
+
+        An outdated consumer (one that met entries of a newer codec) waits OUTDATED_RECLAIM_FACTOR times
+        longer, so that the upgraded consumers of the group, reclaiming at `min_idle_ms`, take those
+        entries first instead of losing a race against it every `min_idle_ms`.
+        """
+        return self.min_idle_ms * OUTDATED_RECLAIM_FACTOR if self._too_new_reasons else self.min_idle_ms
+
+    def _usable(self, entries: list[Entry]) -> list[Entry]:
+        """`entries` without those a newer codec wrote, which are left pending (logged once per version)."""
+        if not any(e.payload[:1] == _VERSIONED for e in entries):
+            return entries
+        usable: list[Entry] = []
+        for entry in entries:
+            newer = codec.newer_version(entry.payload)
+            if newer is None:
+                usable.append(entry)
+                continue
+            self.too_new += 1
+            key = (newer.kind, newer.version)
+            if key not in self._too_new_reasons:
+                self._too_new_reasons[key] = str(newer)
+                log.error(
+                    "%s/%s/%s: entry %s left pending for a newer consumer of the group: %s",
+                    self.stream,
+                    self.group,
+                    self.consumer,
+                    entry.id,
+                    newer,
+                )
+        return usable
+
+    def health(self) -> tuple[bool, str]:
+        """(healthy, why not): failing now, or outdated (entries of a newer codec met and left pending)."""
+        problems: list[str] = []
+        where = f"{self.stream}/{self.group}"
+        if self.consecutive_failures:
+            problems.append(f"{where}: {self.consecutive_failures} consecutive failures")
+        if self._too_new_reasons:
+            reasons = "; ".join(self._too_new_reasons.values())
+            problems.append(f"{where}: {self.too_new} deliveries left pending for a newer consumer ({reasons})")
+        return not problems, "; ".join(problems)
+
     async def _handle(self, entries: list[Entry], kind: str) -> tuple[bool, int]:
+        if not entries:
+            return True, 0
         try:
             done = await self.handler(entries)
         except Exception as exc:  # a handler error must not stop the consumer; the entries wait

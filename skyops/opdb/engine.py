@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import URL, Engine, create_engine, event, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
@@ -18,7 +21,7 @@ from skyops.errors import BackendUnavailableError
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 # Any constant works; it only has to be the same in every process that migrates the same database.
-_MIGRATION_LOCK_KEY = 0x5359_4F50_4442  # "SYOPDB"
+MIGRATION_LOCK_KEY = 0x5359_4F50_4442  # "SYOPDB"
 
 
 def make_engine(url: str) -> Engine:
@@ -70,20 +73,56 @@ def alembic_config() -> Config:
 
 
 def upgrade(engine: Engine, revision: str = "heads") -> None:
-    """Migrate to `revision` (every head by default: each service keeps its own migration branch)."""
+    """Migrate to `revision` (every head by default: each service keeps its own migration branch).
+
+    Safe to call from several processes at once (`skyops run` starts the services together): they
+    migrate one after the other, and the later ones find the schema already at head. PostgreSQL
+    serialises on a transaction-level advisory lock, a SQLite file on an exclusive lock of a file
+    beside it (SQLite's own locking does not cover Alembic's read-then-create).
+    """
     config = alembic_config()
-    try:
-        connection = engine.connect()
-    except OperationalError as exc:
-        url = engine.url.render_as_string(hide_password=True)
-        raise BackendUnavailableError(f"cannot reach the operational database at {url}: {exc.orig}") from exc
-    with connection, connection.begin():
-        if connection.dialect.name == "postgresql":
-            # Services started together must not race to create the same tables; the lock ends with
-            # the transaction.
-            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_KEY})")
-        config.attributes["connection"] = connection
-        command.upgrade(config, revision)
+    with _sqlite_migration_lock(engine.url):
+        try:
+            connection = engine.connect()
+        except OperationalError as exc:
+            url = engine.url.render_as_string(hide_password=True)
+            raise BackendUnavailableError(f"cannot reach the operational database at {url}: {exc.orig}") from exc
+        with connection, connection.begin():
+            if connection.dialect.name == "postgresql":
+                # Services started together must not race to create the same tables; the lock ends with
+                # the transaction.
+                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+
+
+def sqlite_lock_path(url: URL) -> Path | None:
+    """The lock file that serialises migrations of a SQLite file (None: not a file, nothing to share)."""
+    if url.get_backend_name() != "sqlite":
+        return None
+    database, _, params = (url.database or "").partition("?")
+    database = database.removeprefix("file:")
+    if database in ("", ":memory:") or url.query.get("mode") == "memory" or "mode=memory" in params:
+        return None
+    path = Path(database).expanduser()
+    return path.with_name(path.name + ".migrate.lock")
+
+
+@contextlib.contextmanager
+def _sqlite_migration_lock(url: URL) -> Iterator[None]:
+    path = sqlite_lock_path(url)
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # flock is released by the kernel when the process dies, so a killed migration never leaves it held;
+    # the file itself stays (deleting it would let a waiter and a newcomer lock two different files).
+    with path.open("a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import aclosing
+from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
+from skyops import codec
 from skyops.bus import Bus, Entry, StreamConsumer, StreamRetention, entry_id_ms, open_redis
+from skyops.codec import PayloadKind, decode_samples, encode_samples, versioned_header
+from skyops.errors import CodecError
+from skyops.records import Sample, SampleBatch
 from skyops.timeutil import FakeClock, from_us, to_us
 
 T0 = datetime(2025, 3, 1, 2, 30, tzinfo=UTC)
@@ -339,3 +345,161 @@ async def drain_all(bus: Bus, stream: str) -> list[Entry]:
     group = f"inspect-{uuid.uuid4().hex[:8]}"
     await bus.ensure_group(stream, group)
     return await drain(bus, stream, group, "inspector", batch=500)
+
+
+# --- rolling upgrades: entries written by a newer codec ----------------------------------------------
+
+V99 = versioned_header(PayloadKind.SAMPLES, 99) + b"columns of a future layout"
+
+
+def sample_payload(value: float) -> bytes:
+    return encode_samples(SampleBatch.from_samples([Sample("ntt.asm.wind_speed", T0, value)]))
+
+
+@contextmanager
+def _reads_v99() -> Iterator[None]:
+    """This process as an upgraded one: its codec reads sample batches up to v99."""
+    before = codec.READS_UP_TO[PayloadKind.SAMPLES]
+    codec.READS_UP_TO[PayloadKind.SAMPLES] = 99
+    try:
+        yield
+    finally:
+        codec.READS_UP_TO[PayloadKind.SAMPLES] = before
+
+
+class ArchiveHandler:
+    """What every service handler does: decode, skip (and so acknowledge) what is corrupt, keep the rest."""
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+        self.corrupt: list[str] = []
+
+    async def __call__(self, entries: list[Entry]) -> None:
+        for e in entries:
+            try:
+                b = decode_samples(e.payload)
+            except CodecError:
+                self.corrupt.append(e.id)
+                continue
+            self.values.extend(float(v) for v in b.numeric())
+
+
+async def test_an_entry_of_a_newer_codec_stays_pending_while_the_rest_is_handled(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    stream = rig.key("mon.samples")
+    ids = await rig.bus.publish_many(
+        stream, [sample_payload(1.0), V99, b"\x53garbage", V99, sample_payload(2.0)], retention=ROOMY)
+    handler = ArchiveHandler()
+    old = StreamConsumer(rig.bus, stream=stream, group="archive", consumer="d-old", handler=handler, block_ms=1)
+
+    with caplog.at_level(logging.ERROR, logger="skyops.bus.consumer"):
+        assert await old.run_once() == 3
+
+    assert handler.values == [1.0, 2.0]
+    assert handler.corrupt == [ids[2]], "garbage keeps its old path: the handler skips it and it is acked"
+    pending = await rig.bus.redis.xpending_range(stream, "archive", min="-", max="+", count=10)
+    assert [p["message_id"] for p in pending] == [ids[1].encode(), ids[3].encode()]
+    assert old.too_new == 2
+    reasons = [r.getMessage() for r in caplog.records if "newer consumer" in r.getMessage()]
+    assert len(reasons) == 1, "one log line per version, not per entry"
+    assert "written by codec v99, this process reads up to v2: upgrade it" in reasons[0]
+    healthy, why = old.health()
+    assert not healthy
+    assert "codec v99" in why and stream in why
+
+
+async def test_an_upgraded_consumer_of_the_group_takes_the_newer_entries_over(rig: Rig) -> None:
+    stream = rig.key("mon.samples")
+    await rig.bus.publish_many(stream, [V99, sample_payload(3.0)], retention=ROOMY)
+    old = StreamConsumer(rig.bus, stream=stream, group="archive", consumer="d-old", handler=ArchiveHandler(),
+                         block_ms=1, min_idle_ms=100)
+    assert await old.run_once() == 1
+    newer_saw: list[bytes] = []
+
+    async def newer_handler(entries: list[Entry]) -> None:
+        newer_saw.extend(e.payload for e in entries)
+
+    newer = StreamConsumer(rig.bus, stream=stream, group="archive", consumer="d-new", handler=newer_handler,
+                           block_ms=1, min_idle_ms=100)
+    await asyncio.sleep(0.15)  # Redis measures idle time on its own clock (real, bounded)
+    assert await old.run_once() == 0
+    pending = await rig.bus.redis.xpending_range(stream, "archive", min="-", max="+", count=10)
+    assert [(p["consumer"], p["times_delivered"]) for p in pending] == [(b"d-old", 1)], (
+        "an outdated consumer leaves an idle entry to the upgraded ones for longer than min_idle")
+    with _reads_v99():
+        assert await newer.run_once() == 1
+
+    assert newer_saw == [V99]
+    assert await rig.bus.pending_count(stream, "archive") == 0
+    assert await rig.bus.lag(stream, "archive") == 0
+
+
+async def test_a_pending_newer_entry_neither_jams_nor_spins_the_old_consumer(rig: Rig) -> None:
+    stream = rig.key("mon.samples")
+    await rig.bus.publish(stream, V99, retention=ROOMY)
+    handler = ArchiveHandler()
+    # min_idle_ms=0: every round reclaims the newer entry again, the worst case for a busy loop.
+    old = StreamConsumer(rig.bus, stream=stream, group="archive", consumer="d-old", handler=handler,
+                         block_ms=5, min_idle_ms=0)
+    blocks: list[int | None] = []
+    read = rig.bus.read
+
+    async def recording_read(*args: Any, **kwargs: Any) -> list[Entry]:
+        blocks.append(kwargs.get("block_ms"))
+        return await read(*args, **kwargs)
+
+    rig.bus.read = recording_read  # type: ignore[method-assign]
+    for _ in range(3):
+        assert await old.run_once() == 0
+    await rig.bus.publish(stream, sample_payload(4.0), retention=ROOMY)
+    assert await old.run_once() == 1
+
+    assert blocks == [5, 5, 5, 5], "a reclaim of only unreadable entries must not skip the blocking read"
+    assert handler.values == [4.0], "what follows the newer entry is still handled"
+    assert await rig.bus.pending_count(stream, "archive") == 1
+    assert old.too_new >= 3
+
+
+async def test_a_retry_after_a_handler_failure_walks_past_the_newer_entry(rig: Rig) -> None:
+    stream = rig.key("mon.samples")
+    await rig.bus.publish_many(stream, [V99, sample_payload(5.0)], retention=ROOMY)
+    up = False
+    seen: list[list[str]] = []
+
+    async def write(entries: list[Entry]) -> None:
+        seen.append([e.id for e in entries])
+        if not up:
+            raise ConnectionError("archive is down")
+
+    consumer = StreamConsumer(rig.bus, stream=stream, group="archive", consumer="d1", handler=write, block_ms=1)
+    assert await consumer.run_once() == 0
+    up = True
+    assert await consumer.run_once() == 1
+    assert await consumer.run_once() == 0
+
+    assert len(seen) == 2 and seen[0] == seen[1] and len(seen[0]) == 1, "the handler never gets the v99 entry"
+    assert await rig.bus.pending_count(stream, "archive") == 1
+    healthy, why = consumer.health()
+    assert not healthy and "consecutive failures" not in why
+
+
+async def test_a_consumer_restarted_upgraded_under_its_name_takes_its_newer_entries_at_once(rig: Rig) -> None:
+    stream = rig.key("mon.samples")
+    await rig.bus.publish_many(stream, [sample_payload(6.0), V99], retention=ROOMY)
+    before = StreamConsumer(rig.bus, stream=stream, group="archive", consumer="d1", handler=ArchiveHandler(),
+                            block_ms=1)
+    assert await before.run_once() == 1
+    saw: list[bytes] = []
+
+    async def upgraded_handler(entries: list[Entry]) -> None:
+        saw.extend(e.payload for e in entries)
+
+    after = StreamConsumer(rig.bus, stream=stream, group="archive", consumer="d1", handler=upgraded_handler,
+                           block_ms=1)
+    with _reads_v99():
+        assert await after.run_once() == 1
+
+    assert saw == [V99]
+    assert after.health() == (True, "")
+    assert await rig.bus.pending_count(stream, "archive") == 0
