@@ -20,6 +20,7 @@ from hmi_api.auth import Authenticator, ensure_initial_admin
 from hmi_api.graphql.context import HmiServices
 from hmi_api.live import LiveFeeds
 from hmi_api.marshall import marshall_router
+from hmi_api.obchanges import replan_if_planned
 from logging_svc.http_intake import HttpIntake
 from logging_svc.http_intake import make_router as make_log_router
 from planner.config import load_site
@@ -111,7 +112,11 @@ def build_marshall(platform: Platform) -> APIRouter | None:
         log.info("no SKYOPS_MARSHALL_KEYS: the Marshall REST API is not served")
         return None
     store = ObStore(make_sessionmaker(platform.engine), site=load_site())
-    return marshall_router(MarshallApi(store, platform.clock), keys)
+
+    async def on_change(ob_id: int, reason: str) -> None:
+        await replan_if_planned(platform.bus, ob_id=ob_id, reason=reason, now=platform.clock.now())
+
+    return marshall_router(MarshallApi(store, platform.clock), keys, on_change=on_change)
 
 
 def build_log_intake(platform: Platform) -> APIRouter:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Request
@@ -31,9 +31,21 @@ def _reply(reply: MarshallReply) -> JSONResponse:
     return JSONResponse(reply.model_dump(), status_code=reply.http_status)
 
 
-def marshall_router(api: MarshallApi, keys: Sequence[SecretStr]) -> APIRouter:
-    """The SOXS Marshall operations; every call needs one of `keys` in the X-Marshall-Key header."""
+ObChanged = Callable[[int, str], Awaitable[object]]
+
+
+def marshall_router(api: MarshallApi, keys: Sequence[SecretStr], *, on_change: ObChanged | None = None) -> APIRouter:
+    """The SOXS Marshall operations; every call needs one of `keys` in the X-Marshall-Key header.
+
+    `on_change(ob_id, reason)` is awaited after an OB was deleted or its magnitude (so its exposure) changed, so the
+    night's plan can follow (see `hmi_api.obchanges.replan_if_planned`)."""
     secrets = [k.get_secret_value().encode() for k in keys]
+
+    async def changed(reply: MarshallReply, why: str) -> JSONResponse:
+        if on_change is not None and reply.http_status < 300:
+            for row in reply.data.get("payload", []):
+                await on_change(int(row["OB_ID"]), f"OB {row['OB_ID']} {why} through the Marshall API")
+        return _reply(reply)
 
     def require_key(key: Annotated[str | None, Header(alias=KEY_HEADER)] = None) -> None:
         # Compare against every key in constant time: the response time says nothing about near misses.
@@ -55,7 +67,8 @@ def marshall_router(api: MarshallApi, keys: Sequence[SecretStr]) -> APIRouter:
     @router.post("/updateAutoOBMagnitude", responses=responses,
                  summary="Update an auto OB's magnitude (and so its exposure time)")
     async def update_auto_ob_magnitude(body: UpdateMagnitudeBody) -> JSONResponse:
-        return _reply(await asyncio.to_thread(api.update_auto_ob_magnitude, body.model_dump(by_alias=True)))
+        return await changed(await asyncio.to_thread(api.update_auto_ob_magnitude, body.model_dump(by_alias=True)),
+                             "magnitude updated")
 
     @router.post("/createFollowUpOB", status_code=201, responses=responses,
                  summary="Create a follow-up OB with a fine-grained instrument setup")
@@ -64,7 +77,7 @@ def marshall_router(api: MarshallApi, keys: Sequence[SecretStr]) -> APIRouter:
 
     @router.post("/deleteOB", responses=responses, summary="Delete an OB by its id")
     async def delete_ob(body: DeleteObBody) -> JSONResponse:
-        return _reply(await asyncio.to_thread(api.delete_ob, body.model_dump(by_alias=True)))
+        return await changed(await asyncio.to_thread(api.delete_ob, body.model_dump(by_alias=True)), "deleted")
 
     @router.post("/autoCleanOBs", responses=responses,
                  summary="Expire auto OBs that stayed unobserved for three weeks")

@@ -12,18 +12,18 @@ from strawberry.scalars import JSON
 
 from hmi_api.graphql.common import Ctx, blocking, camel, checked_night, friendly
 from hmi_api.graphql.context import HmiContext
-from hmi_api.planops import manual_trigger, pending_blocks, replan_seconds, shown_reason
+from hmi_api.obchanges import publish_trigger, replan_if_planned
+from hmi_api.planops import manual_trigger, replan_seconds, shown_reason
 from planner.config import SiteConfig
 from planner.domain.observability import Twilight
 from planner.domain.reports import PeriodReport, period_report
 from planner.ephemeris import local_noon_utc
 from planner.reports import dark_hours
 from planner.store import ObConstraints, ObCreate, ObPublic, ObState, ObType, ObUpdate, TimeShare
-from skyops.bus import Bus, StreamRetention
+from skyops.bus import Bus
 from skyops.messages import PlanEvent, PlanTrigger, decode_plan_event
-from skyops.streams import PLAN_EVENTS, PLAN_TRIGGERS
+from skyops.streams import PLAN_EVENTS
 
-TRIGGERS_RETENTION = StreamRetention(max_len=10_000, max_age=timedelta(days=2))
 MAX_REPORT_NIGHTS = 31
 MAX_PLAN_HISTORY = 2_000
 RENAMES = {name: camel(name) for name in (*ObUpdate.model_fields, *ObCreate.model_fields,
@@ -309,7 +309,7 @@ class PlanningMutation:
         ctx = info.context
         user = await ctx.allowed("plan.replan")
         trigger = manual_trigger(user=user.username, reason=reason, now=ctx.services.clock.now())
-        seq = await _publish_trigger(ctx.bus(), trigger)
+        seq = await publish_trigger(ctx.bus(), trigger)
         await ctx.audit("plan.replan", reason=trigger.reason, trigger=seq)
         return ReplanRequest(seq=seq, requested_at=trigger.ts, user=user.username, reason=trigger.reason)
 
@@ -340,7 +340,7 @@ class PlanningMutation:
         if observe_now:
             trigger = PlanTrigger(kind="too", ts=now, ob_id=str(created.id),
                                   reason=f"ToO {created.name} created by {user.username}")
-            seq = await _publish_trigger(ctx.bus(), trigger)
+            seq = await publish_trigger(ctx.bus(), trigger)
             await ctx.audit("plan.too", ob=str(created.id), trigger=seq)
         return ObservingBlock.of(created)
 
@@ -385,17 +385,6 @@ class PlanningMutation:
 
 
 async def _replan_if_planned(ctx: HmiContext, ob_id: int, reason: str) -> None:
-    """An OB the current plan has yet to start was changed: the planner re-plans from the OB store, so a deleted OB
-    is not executed and an edited one is placed as it is now. OBs outside the plan wait for the next re-plan."""
-    found = await ctx.live().latest_plan() if ctx.services.live is not None else None
-    if found is None:
-        return
-    now = ctx.services.clock.now()
-    _, pending = pending_blocks(found[1], now)
-    if any(b.ob_id == str(ob_id) for b in pending):
-        seq = await _publish_trigger(ctx.bus(), PlanTrigger(kind="ob_change", ts=now, reason=reason, ob_id=str(ob_id)))
+    seq = await replan_if_planned(ctx.bus(), ob_id=ob_id, reason=reason, now=ctx.services.clock.now())
+    if seq is not None:
         await ctx.audit("plan.ob_change", ob=str(ob_id), trigger=seq)
-
-
-async def _publish_trigger(bus: Bus, trigger: PlanTrigger) -> str:
-    return await bus.publish(PLAN_TRIGGERS, trigger.encode(), retention=TRIGGERS_RETENTION)

@@ -25,7 +25,12 @@ AUTO = {"magnitude_list": [["r", 18.4], ["g", 18.9]], "right_ascension": 50.0, "
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> Iterator[TestClient]:
+def changes() -> list[tuple[int, str]]:
+    return []
+
+
+@pytest.fixture
+def client(tmp_path: Path, changes: list[tuple[int, str]]) -> Iterator[TestClient]:
     engine = make_engine(f"sqlite:///{tmp_path / 'opdb.sqlite3'}")
     upgrade(engine)
     api = MarshallApi(ObStore(make_sessionmaker(engine), site=load_site()),
@@ -34,10 +39,27 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
     async def health() -> dict[str, Any]:
         return {"status": "ok"}
 
-    with TestClient(create_app(health=health, marshall=marshall_router(api, [SecretStr(KEY)]))) as c:
+    async def on_change(ob_id: int, reason: str) -> None:
+        changes.append((ob_id, reason))
+
+    router = marshall_router(api, [SecretStr(KEY)], on_change=on_change)
+    with TestClient(create_app(health=health, marshall=router)) as c:
         c.headers[KEY_HEADER] = KEY
         yield c
     engine.dispose()
+
+
+def test_deletes_and_magnitude_updates_are_reported_so_the_plan_can_follow(
+    client: TestClient, changes: list[tuple[int, str]]
+) -> None:
+    ob_id = client.post("/marshall/v1/createAutoOB", json=AUTO).json()["data"]["payload"][0]["OB_ID"]
+    assert changes == []  # a new OB waits for the next re-plan
+    client.post("/marshall/v1/updateAutoOBMagnitude",
+                json={"transientBucketID": 1001, "magnitude_list": [["r", 17.0]]}).raise_for_status()
+    client.post("/marshall/v1/deleteOB", json={"OB_ID": ob_id}).raise_for_status()
+    assert client.post("/marshall/v1/deleteOB", json={"OB_ID": ob_id}).status_code == 404  # refused: not reported
+    assert changes == [(ob_id, f"OB {ob_id} magnitude updated through the Marshall API"),
+                       (ob_id, f"OB {ob_id} deleted through the Marshall API")]
 
 
 def test_calls_without_the_key_are_refused(client: TestClient) -> None:
