@@ -16,6 +16,7 @@ from typing import Literal
 import httpx
 import uvicorn
 from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp
 
 from alarms.factory import build_dispatcher, build_supervisor
@@ -293,13 +294,16 @@ def add_ves_sync(asm: Assembly, config: ves_factory.VesSyncConfig) -> None:
 
 
 def add_ves_executor(asm: Assembly, config: ves_factory.VesSyncConfig, *, telescope_endpoint: str, speed: float,
-                     open_dome: bool = False) -> None:
+                     open_dome: bool = False, sessions: sessionmaker[Session] | None = None) -> None:
     """The operator's BOB: executes the VES on the telescope, OB by OB, and reports executions to P2.
 
-    Its pace is the clock's speed, so waits for slews and exposures last as long as the clock says.
+    Its pace is the clock's speed, so waits for slews and exposures last as long as the clock says. Execution
+    reports P2 has not taken yet wait in the operational DB (`sessions`, else the platform's), so a crash keeps them.
     """
+    if sessions is None and asm.platform is not None:
+        sessions = make_sessionmaker(asm.platform.engine)
     executor = ves_factory.build_executor(config, telescope_endpoint=telescope_endpoint, clock=asm.clock,
-                                          pace=ScaledPace(speed), open_dome=open_dome)
+                                          pace=ScaledPace(speed), open_dome=open_dome, sessions=sessions)
 
     def health() -> tuple[bool, str]:
         return True, executor.report.waiting_for

@@ -24,6 +24,7 @@ from deploy.sample_obs import SampleObError, read_sample_obs
 from planner.gcn.factory import GcnConfigError
 from skyops import runtime
 from skyops.bus import open_redis
+from skyops.opdb.engine import make_engine, make_sessionmaker, upgrade
 from skyops.settings import Settings
 from skyops.timeutil import Clock
 from ves_sync.factory import VesSyncConfig
@@ -233,7 +234,12 @@ def ves_executor(
         raise typer.BadParameter(str(exc)) from None
 
     async def build(asm: Assembly) -> None:
-        parts.add_ves_executor(asm, config, telescope_endpoint=opcua_endpoint, speed=speed, open_dome=open_dome)
+        # Only the operational DB (its queued execution reports), not the bus or the archive.
+        engine = make_engine(Settings().effective_sql_url)
+        asm.stack.callback(engine.dispose)
+        await asyncio.to_thread(upgrade, engine)
+        parts.add_ves_executor(asm, config, telescope_endpoint=opcua_endpoint, speed=speed, open_dome=open_dome,
+                               sessions=make_sessionmaker(engine))
 
     serve("ves-executor", build, backends=False)
 

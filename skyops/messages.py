@@ -137,6 +137,8 @@ class P2ObStatus(Message):
     """The VES sync saw P2 OB `p2_ob_id` (planner OB `ob_id`) move from status `previous` to `status` by `ts`.
 
     Statuses are P2's letters: '+' ready, 'S' started, 'X' executed, 'A' aborted, 'P' in preparation…
+    `execution_end` is when the execution that gave the OB this status ended, as P2 recorded it (None: not
+    an execution's doing, or not known): the time the OB was observed, where `ts` is when the sync looked.
     """
 
     kind: Literal["status"] = "status"
@@ -145,6 +147,7 @@ class P2ObStatus(Message):
     status: str = Field(min_length=1, max_length=4)
     previous: str = Field(default="", max_length=4)
     ts: UtcDatetime
+    execution_end: UtcDatetime | None = None
 
 
 P2ObUpdate = P2ObLinked | P2ObStatus

@@ -13,6 +13,7 @@ import typer
 from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.orm import Session, sessionmaker
 
 from skyops.opdb import make_engine, make_sessionmaker, upgrade
 from skyops.settings import Settings
@@ -25,10 +26,14 @@ from ves_sync.store import VesSyncStore
 app = typer.Typer(help="VES sync: the P2 emulator, the VES change history, OB statuses in P2.", no_args_is_help=True)
 
 
-def _store(sql_url: str | None) -> VesSyncStore:
+def _sessions(sql_url: str | None) -> sessionmaker[Session]:
     engine = make_engine(sql_url or Settings().effective_sql_url)
     upgrade(engine)
-    return VesSyncStore(make_sessionmaker(engine))
+    return make_sessionmaker(engine)
+
+
+def _store(sql_url: str | None) -> VesSyncStore:
+    return VesSyncStore(_sessions(sql_url))
 
 
 @app.command("p2-emulator")
@@ -82,6 +87,8 @@ def execute(
     = "p2-emulator",
     open_dome: Annotated[bool, typer.Option(help="open the dome first (an unattended simulated night)")] = False,
     poll: Annotated[float, typer.Option(min=0.1, help="telescope seconds between looks at the telescope")] = 10.0,
+    sql_url: Annotated[str | None, typer.Option(help="operational DB that keeps unsent execution reports "
+                                                     "(default: from SKYOPS_ settings)")] = None,
 ) -> None:
     """Execute the operator's VES on the telescope (the operator's BOB) until interrupted."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -91,8 +98,8 @@ def execute(
                            operator_username=username, operator_password=SecretStr(password),
                            instrument=instrument)
     clock, pace = executor_time(speed)
-    executor = build_executor(config, telescope_endpoint=opcua, clock=clock, pace=pace, open_dome=open_dome,
-                              poll_s=poll)
+    executor = build_executor(config, telescope_endpoint=opcua, clock=clock, pace=pace,
+                              sessions=_sessions(sql_url), open_dome=open_dome, poll_s=poll)
     asyncio.run(_execute(executor))
 
 

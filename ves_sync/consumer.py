@@ -145,7 +145,8 @@ class VesSyncConsumer:
         now = self.clock.now()
         payloads = [P2ObLinked(ob_id=link.ob_id, p2_ob_id=link.p2_ob_id, p2_version=link.p2_version, ts=now).encode()
                     for link in links]
-        payloads += [P2ObStatus(ob_id=c.ob_id, p2_ob_id=c.p2_ob_id, status=c.after, previous=c.before, ts=now).encode()
+        payloads += [P2ObStatus(ob_id=c.ob_id, p2_ob_id=c.p2_ob_id, status=c.after, previous=c.before, ts=now,
+                                execution_end=c.execution_end).encode()
                      for c in changes]
         if payloads:
             await self.bus.publish_many(self.p2_obs_stream, payloads, retention=self.p2_obs_retention)
@@ -158,6 +159,7 @@ class VesSyncConsumer:
             known = await asyncio.to_thread(self.service.linked_obs)
             executed = [ObStatusChange(link.ob_id, link.p2_ob_id, "", status)
                         for link, status in known if status in FINAL_STATUSES]
+            executed = await asyncio.to_thread(self.service.with_execution_ends, executed)
             return await self.publish_p2_obs([link for link, _ in known], executed)
         except Exception as exc:
             log.warning("could not announce the OBs in P2: %s: %s", type(exc).__name__, exc)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from skyops.errors import BackendUnavailableError
 from skyops.timeutil import Clock, FakeClock
 from ves_sync.domain.execution import (
     Execution,
@@ -34,6 +35,16 @@ class Pace(Protocol):
     """How the executor lets telescope time pass: `sleep(s)` returns once `s` seconds of the clock have gone by."""
 
     async def sleep(self, seconds: float) -> None: ...
+
+
+class ExecutionOutbox(Protocol):
+    """Where execution reports wait until P2 takes them (`VesSyncStore`: the operational DB, so a crash keeps them)."""
+
+    def queue_execution(self, execution: Execution, *, now: datetime) -> None: ...
+
+    def queued_executions(self) -> list[Execution]: ...
+
+    def execution_sent(self, execution: Execution) -> bool: ...
 
 
 class ScaledPace:
@@ -106,19 +117,19 @@ class VesExecutor:
     the night (an OB executed tonight is not executed again, even after a restart). It observes only
     with the dome open; if someone else parks or moves the telescope during an OB, the OB is aborted and
     the executor holds until they leave it tracking again or the dome has been closed. Executions are
-    reported to P2 when an OB starts and ends; a report P2 cannot take yet stays queued and is sent again
-    (P2 updates, never duplicates, an execution).
+    reported to P2 when an OB starts and ends, through `outbox`: a report P2 cannot take yet stays
+    there, across a crash too, and is sent again (P2 updates, never duplicates, an execution).
     """
 
-    def __init__(self, *, p2: P2Client, telescope: TelescopeClient, clock: Clock, pace: Pace,
-                 settings: ExecutorSettings | None = None) -> None:
+    def __init__(self, *, p2: P2Client, telescope: TelescopeClient, outbox: ExecutionOutbox, clock: Clock,
+                 pace: Pace, settings: ExecutorSettings | None = None) -> None:
         self.p2 = p2
         self.telescope = telescope
+        self.outbox = outbox
         self.clock = clock
         self.pace = pace
         self.settings = settings or ExecutorSettings()
         self.report = ExecutorReport()
-        self._outbox: dict[tuple[int, datetime], Execution] = {}
         self._done: dict[str, set[int]] = {}
         self._passed: set[int] = set()
         self._held_by_park = False
@@ -221,22 +232,22 @@ class VesExecutor:
         log.info("VES executor: P2 OB %d (%s): slewing to alt %.1f° az %.1f°", ob.p2_ob_id, ob.name, alt, az)
         self.report.current = ob.p2_ob_id
         execution = Execution(ob.p2_ob_id, night, start, Outcome.STARTED)
-        self._queue(execution)
+        await self._queue(execution)
         await self._flush()
         try:
             outcome = await self._observe(ob, start)
         except _Stopped:
             with contextlib.suppress(TelescopeUnavailableError, TelescopeRefusedError):
                 await self.telescope.abort_exposure()
-            self._finish(execution, Outcome.ABORTED)
+            await self._finish(execution, Outcome.ABORTED)
             raise
-        self._finish(execution, outcome)
+        await self._finish(execution, outcome)
         await self._flush()
         return outcome
 
-    def _finish(self, execution: Execution, outcome: Outcome) -> None:
+    async def _finish(self, execution: Execution, outcome: Outcome) -> None:
         done = execution.finished(outcome, max(self.clock.now(), execution.start))
-        self._queue(done)
+        await self._queue(done)
         self.report.executions.append(done)
         self.report.current = None
         if outcome is Outcome.EXECUTED:
@@ -308,31 +319,45 @@ class VesExecutor:
 
     # -- reports to P2 ---------------------------------------------------------------------------------
 
-    def _queue(self, execution: Execution) -> None:
-        # Keyed like P2 keys executions: the end of an OB replaces its unsent start.
-        key = (execution.p2_ob_id, execution.start)
-        self._outbox.pop(key, None)
-        self._outbox[key] = execution
+    async def _queue(self, execution: Execution) -> None:
+        # Stored before it is sent: a crash between the two leaves it to the next executor, not to nobody.
+        # So the executor goes no further until the operational DB has it.
+        while True:
+            try:
+                await asyncio.to_thread(self.outbox.queue_execution, execution, now=self.clock.now())
+                return
+            except BackendUnavailableError as exc:
+                await self._pause(self._trouble(f"cannot keep the report of P2 OB {execution.p2_ob_id}: {exc}"))
 
     @property
     def pending(self) -> list[Execution]:
         """Execution reports not yet accepted by P2, oldest first."""
-        return list(self._outbox.values())
+        return self.outbox.queued_executions()
 
     async def _flush(self) -> None:
-        for key, execution in list(self._outbox.items()):
+        try:
+            queued = await asyncio.to_thread(self.outbox.queued_executions)
+        except BackendUnavailableError as exc:
+            log.warning("VES executor: queued execution reports unreadable for now: %s", exc)
+            return
+        for execution in queued:
             try:
                 await asyncio.to_thread(self.p2.record_execution, self.settings.instrument, execution.to_p2())
             except P2UnreachableError as exc:
-                log.warning("VES executor: P2 unreachable, %d execution report(s) kept: %s", len(self._outbox), exc)
+                log.warning("VES executor: P2 unreachable, %d execution report(s) kept: %s", len(queued), exc)
                 return
             except P2CallError as exc:
                 if exc.status >= 500 or exc.status in (401, 429):
                     log.warning("VES executor: P2 failing, execution reports kept: %s", exc)
                     return
                 log.error("VES executor: P2 refused the execution report %s: %s", execution.to_p2(), exc.message)
-            if self._outbox.get(key) is execution:
-                del self._outbox[key]
+            # A crash (or a DB outage) before this is forgotten sends it again: P2 updates the execution of
+            # that OB and start.
+            try:
+                await asyncio.to_thread(self.outbox.execution_sent, execution)
+            except BackendUnavailableError as exc:
+                log.warning("VES executor: execution report sent, but still queued: %s", exc)
+                return
 
     # -- waiting -----------------------------------------------------------------------------------------
 

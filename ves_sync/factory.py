@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 
 from pydantic import Field, SecretStr, model_validator
@@ -10,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from config_db.monitoring import SiteConfig, load_site
 from skyops.bus import Bus, StreamRetention
+from skyops.opdb import make_engine, make_sessionmaker, upgrade
 from skyops.timeutil import AcceleratedClock, Clock
 from ves_sync.consumer import VesSyncConsumer
 from ves_sync.emulator.seed import default_seed
@@ -18,6 +20,8 @@ from ves_sync.p2 import P2Account, P2Client, register_environment
 from ves_sync.service import RetryPolicy, VesSyncService
 from ves_sync.store import VesSyncStore
 from ves_sync.telescope import TelescopeClient
+
+log = logging.getLogger(__name__)
 
 ESO_ENVIRONMENTS = ("production", "production_lasilla", "demo")
 EMULATOR_PASSWORD = "p2-emulator"
@@ -97,21 +101,28 @@ def _register(config: VesSyncConfig) -> None:
 
 
 def build_executor(config: VesSyncConfig, *, telescope_endpoint: str, clock: Clock, pace: Pace,
-                   site: SiteConfig | None = None, open_dome: bool = False, poll_s: float = 10.0) -> VesExecutor:
+                   sessions: sessionmaker[Session] | None = None, site: SiteConfig | None = None,
+                   open_dome: bool = False, poll_s: float = 10.0) -> VesExecutor:
     """The VES executor (the operator's BOB), ready to `run(stop)`: it logs in to P2 as the operator.
 
     `clock` and `pace` must agree (both real, both `speed` times faster, or a FakeClock and its drive);
-    the telescope must run on the same time.
+    the telescope must run on the same time. Its unsent execution reports are kept in the operational DB
+    of `sessions` (migrated already); without it, in an in-memory database that a crash loses.
     """
     _register(config)
+    if sessions is None:
+        log.warning("VES executor without an operational DB: unsent execution reports will not survive a crash")
+        engine = make_engine("sqlite://")
+        upgrade(engine)
+        sessions = make_sessionmaker(engine)
     site = site or load_site()
     operator = P2Client(
         P2Account(config.environment, config.operator_username, config.operator_password.get_secret_value())
     )
     settings = ExecutorSettings(instrument=config.instrument, latitude_deg=site.latitude_deg,
                                 longitude_deg=site.longitude_deg, open_dome=open_dome, poll_s=poll_s)
-    return VesExecutor(p2=operator, telescope=TelescopeClient(telescope_endpoint), clock=clock, pace=pace,
-                       settings=settings)
+    return VesExecutor(p2=operator, telescope=TelescopeClient(telescope_endpoint), outbox=VesSyncStore(sessions),
+                       clock=clock, pace=pace, settings=settings)
 
 
 def executor_time(speed: float) -> tuple[AcceleratedClock, ScaledPace]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Integer, String, Text
+from sqlalchemy import Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from skyops.opdb.models import Base
@@ -58,3 +58,21 @@ class VesChangeRow(Base):
     too_ob_id: Mapped[str | None] = mapped_column(String(OB_ID_MAX))
     before_ob_ids: Mapped[str] = mapped_column(Text)
     after_ob_ids: Mapped[str] = mapped_column(Text)
+
+
+class QueuedExecutionRow(Base):
+    """An execution report P2 has not accepted yet: kept across a crash so the next executor sends it.
+
+    Named like P2 names executions (OB and start): the end of an OB replaces its unsent start.
+    """
+
+    __tablename__ = "ves_sync_execution_outbox"
+    __table_args__ = (UniqueConstraint("p2_ob_id", "start"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    p2_ob_id: Mapped[int] = mapped_column(Integer)
+    start: Mapped[datetime]
+    night: Mapped[str] = mapped_column(String(10))
+    outcome: Mapped[str] = mapped_column(String(16))
+    end: Mapped[datetime | None]
+    queued_at: Mapped[datetime]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
@@ -21,6 +22,7 @@ from ves_sync.domain.content import (
     desired_ob,
     params_to_set,
 )
+from ves_sync.domain.execution import STATUS_AFTER, execution_ends
 from ves_sync.domain.ves import VesChange, VesMismatchError, change_for, check_read_back, is_superseded
 from ves_sync.p2 import P2CallError, P2Client, P2UnreachableError
 from ves_sync.store import LinkUpdate, ObLink, VesSyncStore
@@ -80,6 +82,8 @@ class ObStatusChange:
     p2_ob_id: int
     before: str
     after: str
+    # When the execution that made this status ended, as P2 recorded it; None if unknown or not an execution.
+    execution_end: datetime | None = None
 
 
 def status_changes(links: Iterable[ObLink], statuses: Mapping[int, str]) -> list[ObStatusChange]:
@@ -181,7 +185,7 @@ class VesSyncService:
             unchanged=run.unchanged, rejected=dict(run.rejected), ves=tuple(ves_ids), ves_changed=ves_changed,
             conflicts=run.conflicts,
             links=tuple(LinkedOb(ob_id, p2_id, versions.get(ob_id, "")) for ob_id, p2_id in placed.items()),
-            status_changes=tuple(moved),
+            status_changes=tuple(self.with_execution_ends(moved)),
         )
 
     def refresh_statuses(self) -> list[ObStatusChange]:
@@ -195,7 +199,22 @@ class VesSyncService:
         caller that must pass the changes on does so before `remember_statuses` (none is lost on a crash)."""
         summary, _ = self.owner.get_ob_summary(self.container_id)
         in_p2 = {int(e["obId"]): str(e["obStatus"]) for e in summary}
-        return status_changes(self.store.links().values(), in_p2)
+        return self.with_execution_ends(status_changes(self.store.links().values(), in_p2))
+
+    def with_execution_ends(self, changes: list[ObStatusChange]) -> list[ObStatusChange]:
+        """`changes` with the end of the execution that made each status, from P2's executions of the latest
+        synced nights (asked only when an execution may be behind a change). Best effort: without them, the
+        planner falls back on when the change was seen."""
+        if not any(c.after in STATUS_AFTER.values() for c in changes):
+            return changes
+        try:
+            executions = [e for night in self.store.recent_nights()
+                          for e in self.owner.get_night_executions(self.instrument, night)]
+        except (P2CallError, P2UnreachableError) as exc:
+            log.warning("P2's executions could not be read, status changes go without their times: %s", exc)
+            return changes
+        ends = execution_ends(executions)
+        return [replace(c, execution_end=ends.get((c.p2_ob_id, c.after))) for c in changes]
 
     def remember_statuses(self, changes: Iterable[ObStatusChange]) -> None:
         statuses = {c.ob_id: c.after for c in changes}

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from skyops.errors import BackendUnavailableError
 from skyops.timeutil import require_utc
+from ves_sync.domain.execution import Execution, Outcome
 from ves_sync.domain.ves import VesChange
-from ves_sync.models import P2ObLink, SyncedNight, VesChangeRow
+from ves_sync.models import P2ObLink, QueuedExecutionRow, SyncedNight, VesChangeRow
 
 
 @dataclass(frozen=True)
@@ -176,3 +180,49 @@ class VesSyncStore:
             query = query.where(VesChangeRow.night == night)
         with self._sessions() as session:
             return [_change(row) for row in session.scalars(query)]
+
+    def recent_nights(self, *, limit: int = 2) -> list[str]:
+        """The nights whose plans reached P2, newest first."""
+        if limit <= 0:
+            raise ValueError("limit must be positive")
+        query = select(SyncedNight.night).order_by(SyncedNight.night.desc()).limit(limit)
+        with self._sessions() as session:
+            return list(session.scalars(query))
+
+    # -- the executor's outbox: execution reports P2 has not accepted yet -----------------------------
+    # A database that cannot be reached raises `BackendUnavailableError`: the executor waits it out.
+
+    @contextmanager
+    def _reachable(self) -> Iterator[Session]:
+        try:
+            with self._sessions.begin() as session:
+                yield session
+        except (OperationalError, InterfaceError) as exc:
+            raise BackendUnavailableError(f"the operational DB cannot be reached: {exc.orig}") from exc
+
+    def queue_execution(self, execution: Execution, *, now: datetime) -> None:
+        """Keep `execution` until P2 accepts it; it replaces a queued report of the same OB and start."""
+        now = require_utc(now)
+        start = require_utc(execution.start, what="execution start")
+        with self._reachable() as session:
+            session.execute(delete(QueuedExecutionRow).where(QueuedExecutionRow.p2_ob_id == execution.p2_ob_id,
+                                                             QueuedExecutionRow.start == start))
+            session.add(QueuedExecutionRow(p2_ob_id=execution.p2_ob_id, start=start, night=execution.night,
+                                           outcome=str(execution.outcome), end=execution.end, queued_at=now))
+
+    def queued_executions(self) -> list[Execution]:
+        """The execution reports P2 has not accepted yet, oldest first."""
+        with self._reachable() as session:
+            rows = session.scalars(select(QueuedExecutionRow).order_by(QueuedExecutionRow.id))
+            return [Execution(row.p2_ob_id, row.night, row.start, Outcome(row.outcome), row.end) for row in rows]
+
+    def execution_sent(self, execution: Execution) -> bool:
+        """P2 took `execution`: forget it, unless a newer report of the same execution replaced it meanwhile."""
+        row = QueuedExecutionRow
+        with self._reachable() as session:
+            result = session.execute(delete(row).where(
+                row.p2_ob_id == execution.p2_ob_id, row.start == require_utc(execution.start),
+                row.outcome == str(execution.outcome),
+                row.end.is_(None) if execution.end is None else row.end == execution.end,
+            ))
+            return bool(getattr(result, "rowcount", 0))

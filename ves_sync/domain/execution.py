@@ -126,6 +126,36 @@ class Outcome(StrEnum):
     FAILED = "failed"
 
 
+# The status P2 gives an OB when one of its executions ends (a failed OB is ready to be observed again).
+STATUS_AFTER = {Outcome.EXECUTED: "X", Outcome.ABORTED: "A", Outcome.FAILED: "+"}
+
+
+def _utc(text: Any) -> datetime | None:
+    try:
+        when = datetime.fromisoformat(str(text))
+    except ValueError:
+        return None
+    # P2 keeps its times in UTC; a time written without an offset is still UTC.
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def execution_ends(executions: Iterable[Any]) -> dict[tuple[int, str], datetime]:
+    """When an OB got its status from an execution: for each (P2 OB id, status it left the OB in), the end of
+    the latest such execution in P2's `executions`. Unfinished or unreadable records are left out."""
+    latest: dict[tuple[int, str], tuple[datetime, datetime]] = {}
+    for e in executions:
+        try:
+            key = (int(e["obId"]), STATUS_AFTER[Outcome(e.get("status"))])
+        except (KeyError, TypeError, ValueError):
+            continue
+        start, end = _utc(e.get("from")), _utc(e.get("to"))
+        if start is None or end is None:
+            continue
+        if key not in latest or start > latest[key][0]:
+            latest[key] = (start, end)
+    return {key: end for key, (_, end) in latest.items()}
+
+
 @dataclass(frozen=True)
 class Execution:
     """One execution of an OB as reported to P2: named by OB and start, so a resend updates rather than adds."""

@@ -25,12 +25,14 @@ from planner.service import PlannerService
 from planner.store import LIVE_STATES, AutoObCreate, ObCreate, ObPublic, ObState, ObStore, ObType, TimeShare
 from skyops.bus import Bus, StreamRetention, open_redis
 from skyops.codec import encode_samples
+from skyops.messages import P2ObStatus, decode_p2_ob_update
 from skyops.records import Sample, SampleBatch
 from skyops.timeutil import FakeClock
 from tests.integration.ves_sync.conftest import Sleeps, client, make_service
 from tests.support.bus import fake_server
 from tests.unit.ves_sync.builders import DUSK, block, plan
 from ves_sync.consumer import VesSyncConsumer
+from ves_sync.domain.execution import Outcome
 from ves_sync.executor import ClockDrive, ExecutorSettings, VesExecutor
 from ves_sync.store import VesSyncStore
 from ves_sync.telescope import TelescopeClient
@@ -132,7 +134,8 @@ async def test_what_the_telescope_executed_is_counted_once(
                 stop.set()
 
         executor = VesExecutor(p2=client(environment, "operator"), telescope=TelescopeClient(sim.endpoint),
-                               clock=clock, pace=ClockDrive(clock, step), settings=ExecutorSettings())
+                               outbox=VesSyncStore(sessions), clock=clock, pace=ClockDrive(clock, step),
+                               settings=ExecutorSettings())
         async with asyncio.timeout(120):  # real time: only loopback network I/O is waited for
             await executor.run(stop)
     assert [e.p2_ob_id for e in executor.report.executions] == [p2_of[ob.id] for ob in obs]
@@ -144,11 +147,21 @@ async def test_what_the_telescope_executed_is_counted_once(
     while await p2_consumer.run_once():
         pass
     assert {ob.id: store.get(ob_id=ob.id).state for ob in obs} == dict.fromkeys(p2_of, ObState.OBSERVED)
+    # Each execution reached p2.obs with the time the telescope finished it, not the time the sync looked.
+    ends = {e.p2_ob_id: e.end for e in executor.report.executions if e.outcome is Outcome.EXECUTED}
+
+    async def executions_on_p2_obs() -> list[tuple[int, datetime | None]]:
+        updates = map(decode_p2_ob_update, [e.payload for e in await the_bus.range_after(streams.p2_obs, "0",
+                                                                                           count=1000)])
+        return sorted((u.p2_ob_id, u.execution_end) for u in updates if isinstance(u, P2ObStatus) and u.status == "X")
+
+    assert await executions_on_p2_obs() == sorted(ends.items())
 
     # Everything again: the points replayed, the VES sync restarted (it announces links and executions).
     await the_bus.publish(streams.samples, encode_samples(SampleBatch.from_samples(samples)), retention=RETENTION)
     await planner.samples_consumer().run_once()
     assert await ves.announce() == 2 * len(obs)
+    assert await executions_on_p2_obs() == sorted(2 * list(ends.items()))  # announced again, with the same ends
     while await p2_consumer.run_once():
         pass
     assert await the_bus.lag(streams.p2_obs, "planner-p2") == 0

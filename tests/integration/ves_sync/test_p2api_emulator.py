@@ -108,6 +108,12 @@ def test_responses_follow_p2s_rules(emulator: EmulatorServer, environment: str) 
         garbage = http.put(f"/obsBlocks/{1}", headers=headers, content=b"{not json")
         assert garbage.status_code == 400
         assert "not valid JSON" in garbage.json()["error"]
+        # The caller is authenticated before the body is read: a stranger learns nothing about it.
+        stranger = http.put(f"/obsBlocks/{1}", headers={"Authorization": "Bearer nope"}, content=b"{not json")
+        assert stranger.status_code == 401
+        no_such_ob = http.put("/obsBlocks/abc", headers=headers, content=b"{}")
+        assert no_such_ob.status_code == 400
+        assert "ob_id" in no_such_ob.json()["error"]
 
 
 def test_bad_ob_content_gets_a_clear_p2_error(environment: str) -> None:

@@ -10,6 +10,7 @@ import pytest
 from skyops.opdb import make_sessionmaker, upgrade
 from tests.support.opdb import postgres_schema_engine
 from tests.unit.ves_sync.builders import DUSK, block, plan, wind_trigger
+from ves_sync.domain.execution import Execution, Outcome
 from ves_sync.domain.ves import change_for
 from ves_sync.store import VesSyncStore
 
@@ -39,3 +40,14 @@ def test_links_nights_and_history_round_trip(store: VesSyncStore) -> None:
     store.record_change(change_for(event, ts=DUSK, instrument="SOXS", written_by="ves_sync", before=[], after=[11]))
     (change,) = store.history()
     assert (change.ts, change.alarm_id, change.after) == (DUSK, "WindPointing.asm:1", (11,))
+
+
+def test_the_execution_outbox_round_trips_exact_utc_times(store: VesSyncStore) -> None:
+    started = Execution(11, "2026-11-21", DUSK + timedelta(microseconds=17), Outcome.STARTED)
+    store.queue_execution(started, now=DUSK)
+    ended = started.finished(Outcome.EXECUTED, DUSK + timedelta(minutes=18, microseconds=3))
+    store.queue_execution(ended, now=DUSK)
+    assert store.queued_executions() == [ended]
+    assert store.execution_sent(started) is False
+    assert store.execution_sent(ended) is True
+    assert store.queued_executions() == []

@@ -20,6 +20,7 @@ from ves_sync.domain.execution import (
     alt_az,
     dec_degrees,
     executed_tonight,
+    execution_ends,
     exposure_outcome,
     local_sidereal_deg,
     next_ob,
@@ -203,3 +204,27 @@ def test_executor_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="poll_s"):
         ExecutorSettings(poll_s=0)
     assert ExecutorSettings().min_altitude_deg == 15.0
+
+
+def test_execution_ends_give_when_each_status_was_reached() -> None:
+    def at(minutes: int) -> str:
+        return (DUSK + timedelta(minutes=minutes)).isoformat()
+
+    executions = [
+        {"obId": 1, "from": at(0), "to": at(7), "status": "aborted"},
+        {"obId": 1, "from": at(30), "to": at(48), "status": "executed"},
+        {"obId": 1, "from": at(60), "to": at(75), "status": "executed"},  # the latest execution counts
+        {"obId": 2, "from": at(50), "to": at(58), "status": "failed"},
+        {"obId": 3, "from": at(80), "status": "started"},  # still running: no end
+        {"obId": 4, "from": "2026-11-22T01:00:00", "to": "2026-11-22T01:18:00", "status": "executed"},  # P2's UTC
+        {"obId": 5, "from": at(0), "to": "soon", "status": "executed"},
+        {"obId": 6, "from": at(0), "to": at(1), "status": "lost"},
+        {"from": at(0), "to": at(1), "status": "executed"},
+    ]
+    assert execution_ends(executions) == {
+        (1, "A"): DUSK + timedelta(minutes=7),
+        (1, "X"): DUSK + timedelta(minutes=75),
+        (2, "+"): DUSK + timedelta(minutes=58),
+        (4, "X"): datetime(2026, 11, 22, 1, 18, tzinfo=UTC),
+    }
+    assert execution_ends([]) == {}

@@ -101,3 +101,20 @@ def test_the_executor_is_wired_to_the_operator_the_site_and_the_telescope() -> N
     assert executor.p2.account.username == "night-op"
     assert executor.telescope.endpoint == "opc.tcp://127.0.0.1:9/ntt/"
     assert pace.speed == clock.speed == 60
+
+
+def test_the_executor_keeps_its_unsent_reports_in_the_operational_db_it_is_given(tmp_path: Path) -> None:
+    from ves_sync.domain.execution import Execution, Outcome
+    from ves_sync.factory import build_executor, executor_time
+    from ves_sync.store import VesSyncStore
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'opdb.sqlite3'}")
+    upgrade(engine)
+    sessions = make_sessionmaker(engine)
+    clock, pace = executor_time(1)
+    executor = build_executor(config(), telescope_endpoint="opc.tcp://127.0.0.1:9/ntt/", clock=clock, pace=pace,
+                              sessions=sessions)
+    report = Execution(7, "2026-11-21", DUSK, Outcome.STARTED)
+    executor.outbox.queue_execution(report, now=DUSK)
+    assert VesSyncStore(sessions).queued_executions() == [report] == executor.pending
+    engine.dispose()

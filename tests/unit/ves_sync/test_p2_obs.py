@@ -130,3 +130,15 @@ async def test_announce_publishes_every_link_and_the_executions(
     assert {u.p2_version for u in announced if isinstance(u, P2ObLinked)} == {'"ob-1-1"', '"ob-2-1"', '"ob-3-1"'}
     # Only executions: an old abort announced again would send back to the queue an OB planned since.
     assert [(u.ob_id, u.status) for u in announced if isinstance(u, P2ObStatus)] == [("1", "X")]
+
+
+def test_a_status_carries_the_execution_end_in_utc_or_none() -> None:
+    seen = DUSK + timedelta(minutes=30)
+    status = P2ObStatus(ob_id="1", p2_ob_id=101, status="X", previous="S", ts=seen,
+                        execution_end=DUSK + timedelta(minutes=18))
+    assert decode_p2_ob_update(status.encode()) == status
+    older = b'{"kind": "status", "ob_id": "1", "p2_ob_id": 101, "status": "X", "ts": "2026-11-22T01:00:00Z"}'
+    decoded = decode_p2_ob_update(older)  # a message written before the field existed
+    assert isinstance(decoded, P2ObStatus) and decoded.execution_end is None
+    with pytest.raises(ValueError, match="execution_end"):
+        P2ObStatus(ob_id="1", p2_ob_id=101, status="X", ts=seen, execution_end=seen.replace(tzinfo=None))

@@ -12,6 +12,7 @@ from sqlalchemy import inspect
 from skyops.errors import NaiveDatetimeError
 from skyops.opdb import make_engine, make_sessionmaker, upgrade
 from tests.unit.ves_sync.builders import DUSK, block, plan, wind_trigger
+from ves_sync.domain.execution import Execution, Outcome
 from ves_sync.domain.ves import change_for
 from ves_sync.store import LinkUpdate, VesSyncStore
 
@@ -20,7 +21,8 @@ from ves_sync.store import LinkUpdate, VesSyncStore
 def store(tmp_path: Path) -> Iterator[VesSyncStore]:
     engine = make_engine(f"sqlite:///{tmp_path / 'opdb.sqlite3'}")
     upgrade(engine)
-    assert {"ves_sync_obs", "ves_sync_nights", "ves_sync_changes"} <= set(inspect(engine).get_table_names())
+    assert {"ves_sync_obs", "ves_sync_nights", "ves_sync_changes",
+            "ves_sync_execution_outbox"} <= set(inspect(engine).get_table_names())
     yield VesSyncStore(make_sessionmaker(engine))
     engine.dispose()
 
@@ -83,3 +85,64 @@ def test_history_says_who_when_and_why_newest_first(store: VesSyncStore) -> None
     assert store.history(night="2026-11-22") == []
     with pytest.raises(ValueError, match="limit"):
         store.history(limit=0)
+
+
+def test_queued_execution_reports_are_kept_in_order_and_an_end_replaces_its_start(store: VesSyncStore) -> None:
+    first = Execution(7, "2026-11-21", DUSK, Outcome.STARTED)
+    second = Execution(8, "2026-11-21", DUSK + timedelta(minutes=20), Outcome.STARTED)
+    store.queue_execution(first, now=DUSK)
+    store.queue_execution(second, now=DUSK)
+    ended = first.finished(Outcome.EXECUTED, DUSK + timedelta(minutes=18, microseconds=250))
+    store.queue_execution(ended, now=DUSK)
+    # The newest report of each execution, in the order they were queued; times come back exact and UTC.
+    assert store.queued_executions() == [second, ended]
+    # A reply to the start, arriving after the end was queued, must not drop the end.
+    assert store.execution_sent(first) is False
+    assert store.execution_sent(ended) is True
+    assert store.queued_executions() == [second]
+    assert store.execution_sent(ended) is False  # sent twice: nothing left to forget
+
+
+def test_a_queued_report_outlives_its_store(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'opdb.sqlite3'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    report = Execution(7, "2026-11-21", DUSK, Outcome.ABORTED, DUSK + timedelta(minutes=3))
+    VesSyncStore(make_sessionmaker(engine)).queue_execution(report, now=DUSK)
+    engine.dispose()
+
+    reopened = make_engine(url)
+    upgrade(reopened)
+    assert VesSyncStore(make_sessionmaker(reopened)).queued_executions() == [report]
+    reopened.dispose()
+
+
+def test_a_report_queued_at_a_naive_time_is_refused(store: VesSyncStore) -> None:
+    with pytest.raises(NaiveDatetimeError):
+        store.queue_execution(Execution(7, "2026-11-21", DUSK, Outcome.STARTED), now=DUSK.replace(tzinfo=None))
+    assert store.queued_executions() == []
+
+
+def test_recent_nights_are_the_synced_ones_newest_first(store: VesSyncStore) -> None:
+    assert store.recent_nights() == []
+    for night in ("2026-11-19", "2026-11-21", "2026-11-20"):
+        store.mark_synced(night=night, plan_id="p", plan_created=DUSK, now=DUSK)
+    assert store.recent_nights() == ["2026-11-21", "2026-11-20"]
+    assert store.recent_nights(limit=3) == ["2026-11-21", "2026-11-20", "2026-11-19"]
+    with pytest.raises(ValueError, match="limit"):
+        store.recent_nights(limit=0)
+
+
+def test_an_unreachable_operational_db_is_told_as_such_to_the_executor() -> None:
+    from skyops.errors import BackendUnavailableError
+
+    engine = make_engine("postgresql://skyops@127.0.0.1:1/skyops?connect_timeout=2")  # nothing listens on port 1
+    store = VesSyncStore(make_sessionmaker(engine))
+    report = Execution(7, "2026-11-21", DUSK, Outcome.STARTED)
+    with pytest.raises(BackendUnavailableError, match="operational DB cannot be reached"):
+        store.queue_execution(report, now=DUSK)
+    with pytest.raises(BackendUnavailableError):
+        store.queued_executions()
+    with pytest.raises(BackendUnavailableError):
+        store.execution_sent(report)
+    engine.dispose()
