@@ -6,11 +6,10 @@ import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import Engine
 
 from planner.config import SchedulerConfig, load_site
-from planner.jobs import build_jobs
+from planner.jobs import ClockScheduler, build_jobs
 from planner.service import PlannerService, store_obs
 from planner.store import ObStore
 from skyops.bus import Bus
@@ -26,19 +25,16 @@ class Planner:
     service: PlannerService
     store: ObStore
     engine: Engine
-    jobs: AsyncIOScheduler
+    jobs: ClockScheduler
 
     async def run(self, stop: asyncio.Event, *, consumer: str = "planner-1") -> None:
-        """Consume triggers and monitoring samples and run the nightly jobs until `stop` is set."""
-        self.jobs.start()
-        try:
-            await asyncio.gather(
-                self.service.consumer(consumer=consumer).run(stop),
-                self.service.samples_consumer(consumer=consumer).run(stop),
-                self.service.p2_consumer(consumer=consumer).run(stop),
-            )
-        finally:
-            self.jobs.shutdown(wait=False)
+        """Consume triggers and monitoring samples and run the nightly jobs (on the clock) until `stop` is set."""
+        await asyncio.gather(
+            self.service.consumer(consumer=consumer).run(stop),
+            self.service.samples_consumer(consumer=consumer).run(stop),
+            self.service.p2_consumer(consumer=consumer).run(stop),
+            self.jobs.run(stop),
+        )
 
     def close(self) -> None:
         self.engine.dispose()
@@ -60,4 +56,4 @@ def build(
     service = PlannerService(
         bus=bus, site=site, config=config or SchedulerConfig(), clock=clock, obs=store_obs(store), store=store
     )
-    return Planner(service=service, store=store, engine=engine, jobs=build_jobs(service, site))
+    return Planner(service=service, store=store, engine=engine, jobs=build_jobs(service, site, clock=clock))

@@ -111,6 +111,10 @@ class PlannerService:
         self._revision: dict[str, int] = {}
         self.published: list[PlanEvent] = []
 
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
     def planner_for(self, night: date) -> NightPlanner | None:
         return self._planners.get(night.isoformat())
 
@@ -301,9 +305,10 @@ class PlannerService:
         if outcome is Outcome.STARTED:
             log.info("P2 OB %d (OB %d) started", update.p2_ob_id, ob_id)
             return
-        self._record(ob_id, outcome, update.ts, actor="p2")
+        when = update.execution_end or update.ts  # when the telescope finished, not when the sync looked
+        self._record(ob_id, outcome, when, actor="p2")
         if outcome is Outcome.OBSERVED:
-            self._mark_observed(ob_id, update.ts)
+            self._mark_observed(ob_id, when)
 
     def auto_clean(self) -> list[ObPublic]:
         """The daily autoCleanOBs job."""
@@ -348,11 +353,13 @@ class PlannerService:
             trigger=outcome.trigger,
             blocks=blocks,
         )
+        await self._bus.publish(self._events_stream, event.encode(), retention=self._retention)
+        self.published.append(event)
+        # After the publish: the VES sync waits on the plan, not on the OB states' bookkeeping (half of a
+        # re-plan's time). A store failure here raises, so the trigger is retried and the states follow.
         if self._store is not None:
             planned = {int(b.ob_id) for b in blocks if b.ob_id.isdigit()}
             self._store.mark_planned(ob_ids=planned, now=self._clock.now())
-        await self._bus.publish(self._events_stream, event.encode(), retention=self._retention)
-        self.published.append(event)
         return event
 
     async def _last_revision(self, night: str) -> int:

@@ -224,7 +224,8 @@ async def test_links_and_p2_executions_move_the_store_once(
     ).id
     t = datetime.fromtimestamp(night.start_unix, tz=UTC) + timedelta(hours=2)
     links = [P2ObLinked(ob_id=str(ob), p2_ob_id=9000 + i, p2_version=f"v{i}", ts=t) for i, ob in enumerate(obs)]
-    executed = P2ObStatus(ob_id=str(obs[0]), p2_ob_id=9000, status="X", previous="S", ts=t + timedelta(minutes=15))
+    executed = P2ObStatus(ob_id=str(obs[0]), p2_ob_id=9000, status="X", previous="S", ts=t + timedelta(minutes=15),
+                          execution_end=t + timedelta(minutes=12))
     await put(
         bus, P2_OBS,
         *(link.encode() for link in links),
@@ -251,6 +252,9 @@ async def test_links_and_p2_executions_move_the_store_once(
     assert store.get(ob_id=eso).state is ObState.OBSERVED
     assert store.p2_links() == {9000: obs[0], 9001: obs[1], 9002: obs[2], 9100: eso}
     assert [c.action for c in store.history(ob_id=obs[0])].count("execution_observed") == 1
+    # Observed when P2 says the execution ended, not when the sync saw the status move.
+    [observed] = [r for r in store.report_records() if r.ob_id == obs[0]]
+    assert observed.observed_at == t + timedelta(minutes=12)
     # A failed OB observed at its next try still counts, once.
     await put(bus, P2_OBS, P2ObStatus(ob_id=str(obs[2]), p2_ob_id=9002, status="X", previous="+",
                                       ts=t + timedelta(hours=1)).encode())
