@@ -302,8 +302,8 @@ async def sustained_latency(n_rules: int, n_points: int, batch_points: int, rate
         if local is not None:
             await asyncio.wait_for(local, timeout=30)
     await _cleanup(redis, tag)
-    # Entries read together are evaluated together, newest value per point: a probe overwritten by the next
-    # batch's has no event of its own, and its samples were evaluated when the first later event came out.
+    # Every sample of an entry is evaluated in time order, so each probe has its own event (`merged` stays 0).
+    # Were one ever without, its samples count as evaluated when the first later event came out.
     done_at: dict[int, tuple[float, float]] = {}
     first: tuple[float, float] | None = None
     for k in reversed(range(total)):

@@ -16,6 +16,7 @@ from skyops.records import Quality
 from skyops.timeutil import US_PER_S
 
 NEVER = np.iinfo(np.int64).min
+NONE_YET = np.iinfo(np.int64).max  # `Span.first_ts` of a point the entry has no sample of
 # An expression is computed by numpy here and by Python in the rule: a value this close to a level (relative)
 # is left to the rule, so a last-bit difference (hypot, summation order) can never hide a crossing.
 EXPRESSION_MARGIN = 1e-9
@@ -32,6 +33,24 @@ class Table:
     value: Floats
     ts_us: Ints
     quality: npt.NDArray[np.uint8]
+
+
+@dataclass(frozen=True)
+class Span:
+    """What one entry brought, by point id, for a screen that must hold at every instant of the entry.
+
+    `lo`/`hi`: the smallest and largest value among the entry's samples of a point (the table's value for a
+    point without any); `bad`: a sample of the point was BAD or not a number (None: only the table's value
+    counts); `before_value`/`before_ts`: the point's value and time before the entry; `first_ts`: the time of
+    its first sample in the entry (NONE_YET without any).
+    """
+
+    lo: Floats
+    hi: Floats
+    bad: Bools | None
+    before_value: Floats
+    before_ts: Ints
+    first_ts: Ints
 
 
 class _Levels:
@@ -75,11 +94,30 @@ class _ExpressionGroup:
         self.point_arr = np.asarray(self.points, dtype=np.int64).reshape(len(self.rules), len(self.names))
         self.levels = _Levels(self.handlers)
 
-    def loud(self, table: Table) -> Ints:
-        """The rules of the group whose value reaches (or nears) a level, or is uncertain."""
-        cols = {n: table.value[self.point_arr[:, j]] for j, n in enumerate(self.names)}
-        value, uncertain = self.expression.over_columns(cols, len(self.rules))
-        hit = uncertain | self.levels.hit(slice(None), value, EXPRESSION_MARGIN)
+    def loud(self, table: Table, span: Span | None) -> Ints:
+        """The rules of the group whose value reaches (or nears) a level, or is uncertain.
+
+        Without a span, the value of the table's inputs. With an entry's span, every combination of inputs the
+        rule meets at the instants of the entry counts: each input ranges over its samples in the entry, and
+        over its value from before the entry when another input changed first. Interval arithmetic bounds the
+        value over all of them at once.
+        """
+        pts = self.point_arr
+        if span is None:
+            lo = hi = table.value[pts]
+        else:
+            lo, hi = span.lo[pts], span.hi[pts]
+            first = span.first_ts[pts]
+            # The value from before the entry is met at the instants before the point's first sample.
+            old = first > first.min(axis=1, keepdims=True)
+            if old.any():
+                before = span.before_value[pts]
+                lo = np.where(old, np.fmin(lo, before), lo)
+                hi = np.where(old, np.fmax(hi, before), hi)
+        cols = {n: (lo[:, j], hi[:, j]) for j, n in enumerate(self.names)}
+        low, high, uncertain = self.expression.over_intervals(cols, len(self.rules))
+        worst = np.where(self.levels.sign > 0, high, low)
+        hit = uncertain | self.levels.hit(slice(None), worst, EXPRESSION_MARGIN)
         loud: Ints = self.rule_arr[hit]
         return loud
 
@@ -156,30 +194,45 @@ class QuietScreen:
         else:
             raise ValueError("a level check needs an input, silence or an expression")
 
-    def quiet(self, rules: Ints, table: Table, now_us: int) -> Bools:
-        """Which of `rules` are surely quiet at `now_us` (one flag per entry of `rules`)."""
+    def quiet(self, rules: Ints, table: Table, now_us: int, span: Span | None = None) -> Bools:
+        """Which of `rules` are surely quiet at `now_us` (one flag per entry of `rules`).
+
+        With the `span` of an entry (the table already holds its newest values) the answer holds at every
+        instant of the entry up to `now_us`: levels are checked against each point's extreme values, and ages
+        and silences against the times before the entry (a rule is settled, so those values were quiet; time
+        only makes them older). Without a span, only the table at `now_us` counts (a tick).
+        """
         want = np.zeros(len(self.screened), dtype=bool)
         want[rules] = True
         loud = ~self.screened
+        before_ts = table.ts_us if span is None else span.before_ts
         # Any input invalid (never seen, BAD, not a number, too old) makes the verdict INVALID.
         sel = want[self.valid_rule]
         r, pt = self.valid_rule[sel], self.valid_point[sel]
-        ts = table.ts_us[pt]
+        ts = before_ts[pt]
         ok = (ts != NEVER) & (table.quality[pt] != Quality.BAD) & ~np.isnan(table.value[pt])
+        if span is not None and span.bad is not None:
+            ok &= ~span.bad[pt]
         ok &= now_us - ts <= self.max_age_us[r]
         loud[r[~ok]] = True
         sel_rows = np.flatnonzero(want[self.input_rule])
         if len(sel_rows):
-            value = table.value[self.input_point[sel_rows]]
+            pts = self.input_point[sel_rows]
+            if span is None:
+                value = table.value[pts]
+            elif span.lo is span.hi:
+                value = span.hi[pts]
+            else:
+                value = np.where(self.input_levels.sign[sel_rows] > 0, span.hi[pts], span.lo[pts])
             loud[self.input_rule[sel_rows[self.input_levels.hit(sel_rows, value)]]] = True
         if len(self.silence_rule) and want[self.silence_rule].any():
             # The rule's own arithmetic: seconds since the newest input, or since start when none came.
-            newest = np.maximum.reduceat(table.ts_us[self.silence_pair_point], self.silence_starts)
+            newest = np.maximum.reduceat(before_ts[self.silence_pair_point], self.silence_starts)
             newest = np.where(newest == NEVER, self.started_us, newest)
             silence = np.maximum(0.0, (now_us - newest) / US_PER_S)
             loud[self.silence_rule[self.silence_levels.hit(slice(None), silence)]] = True
         for g in self.groups:
             if want[g.rule_arr].any():
-                loud[g.loud(table)] = True
+                loud[g.loud(table, span)] = True
         quiet: Bools = ~loud[rules]
         return quiet

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alarms.domain.expression import Expression, ExpressionError
@@ -76,23 +76,62 @@ number = st.floats(-10, 10, allow_nan=False) | st.sampled_from([0.0, 1.0, 5.0, -
 
 @pytest.mark.parametrize("text", COLUMN_CASES)
 @given(rows=st.lists(st.tuples(number, number, number, number), min_size=1, max_size=20))
-def test_columns_agree_with_the_scalar_evaluation(text: str, rows: list[tuple[float, float, float, float]]) -> None:
-    """Row by row the column form gives the scalar value, or flags the row (never a different certain value)."""
+def test_point_intervals_give_the_scalar_value(text: str, rows: list[tuple[float, float, float, float]]) -> None:
+    """With equal bounds, row by row the bounds are the scalar value, or the row is flagged (never a different
+    certain value)."""
     expr = Expression(text, NAMES)
     names = ("t", "td", "wind", "gust")
-    columns = {n: np.asarray([r[k] for r in rows]) for k, n in enumerate(names)}
-    value, uncertain = expr.over_columns(columns, len(rows))
+    columns = {n: (np.asarray([r[k] for r in rows]),) * 2 for k, n in enumerate(names)}
+    lo, hi, uncertain = expr.over_intervals(columns, len(rows))
     for i, row in enumerate(rows):
         scalar = expr(dict(zip(names, row, strict=True)))
         if math.isnan(scalar):
             assert uncertain[i]
         elif not uncertain[i]:
-            assert value[i] == pytest.approx(scalar, rel=1e-12, abs=1e-12)
+            assert lo[i] == pytest.approx(scalar, rel=1e-12, abs=1e-12)
+            assert hi[i] == pytest.approx(scalar, rel=1e-12, abs=1e-12)
 
 
-def test_columns_flag_math_errors() -> None:
+@pytest.mark.parametrize("text", COLUMN_CASES)
+@settings(deadline=None)
+@given(rows=st.lists(st.tuples(*[st.tuples(number, number, st.floats(0, 1))] * 4), min_size=1, max_size=10))
+def test_intervals_bound_every_value_inside_them(
+    text: str, rows: list[tuple[tuple[float, float, float], ...]]
+) -> None:
+    """For inputs anywhere in their intervals the scalar value lies within the bounds (up to rounding), or
+    the row is flagged: the screen over an entry's extremes can never miss a crossing."""
+    expr = Expression(text, NAMES)
+    names = ("t", "td", "wind", "gust")
+    columns = {n: (np.asarray([min(r[k][:2]) for r in rows]), np.asarray([max(r[k][:2]) for r in rows]))
+               for k, n in enumerate(names)}
+    lo, hi, uncertain = expr.over_intervals(columns, len(rows))
+    for i, row in enumerate(rows):
+        # A point inside each input's interval, at the drawn fraction of its width; the ends themselves too.
+        for pick in (lambda a, b, f: min(max(a + (b - a) * f, a), b), lambda a, b, f: a, lambda a, b, f: b):
+            env = {n: pick(min(row[k][:2]), max(row[k][:2]), row[k][2]) for k, n in enumerate(names)}
+            scalar = expr(env)
+            if math.isnan(scalar):
+                assert uncertain[i]
+            elif not uncertain[i]:
+                slack = 1e-9 * max(1.0, abs(scalar))
+                assert lo[i] - slack <= scalar <= hi[i] + slack
+
+
+def test_intervals_flag_math_errors() -> None:
     expr = Expression("t / td + sqrt(wind)", NAMES)
-    cols = {"t": np.array([1.0, 1.0, 1.0]), "td": np.array([2.0, 0.0, 1.0]), "wind": np.array([4.0, 4.0, -1.0])}
-    value, uncertain = expr.over_columns(cols, 3)
-    assert value[0] == 2.5
-    assert uncertain.tolist() == [False, True, True]
+    cols = {"t": (np.array([1.0, 1.0, 1.0, 1.0]),) * 2,
+            "td": (np.array([2.0, 0.0, 1.0, -1.0]), np.array([2.0, 0.0, 1.0, 1.0])),
+            "wind": (np.array([4.0, 4.0, -1.0, 4.0]),) * 2}
+    lo, hi, uncertain = expr.over_intervals(cols, 4)
+    assert (lo[0], hi[0]) == (2.5, 2.5)
+    assert uncertain.tolist() == [False, True, True, True]  # x/0, sqrt(-1), a divisor that may be 0
+
+
+def test_intervals_of_comparisons_and_logic() -> None:
+    expr = Expression("t > 2 and not (td == 1)", NAMES)
+    cols = {"t": (np.array([3.0, 1.0, 1.0, 3.0]), np.array([4.0, 2.0, 3.0, 4.0])),
+            "td": (np.array([0.0, 0.0, 0.0, 1.0]), np.array([0.5, 0.5, 0.5, 1.0]))}
+    lo, hi, uncertain = expr.over_intervals(cols, 4)
+    assert lo.tolist() == [1.0, 0.0, 0.0, 0.0]  # surely true, surely false, maybe, surely false
+    assert hi.tolist() == [1.0, 0.0, 1.0, 0.0]
+    assert not uncertain.any()

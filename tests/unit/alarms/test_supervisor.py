@@ -100,6 +100,25 @@ async def test_a_batch_raises_alarms_and_plan_triggers(bus: Bus, supervisor: Ala
     assert saved["Humidity.ASM:1"]["state"]["latched"] == int(AlarmSeverity.CRITICAL)
 
 
+async def test_entries_read_together_lose_no_transition(
+    bus: Bus, supervisor: AlarmSupervisor, clock: FakeClock
+) -> None:
+    """A backlog read in one go: a humidity spike inside one entry, then a rise and a fall in two entries
+    that are evaluated together, all give their transitions at their own times."""
+    t = [T0 + timedelta(milliseconds=100 * k) for k in range(6)]
+    h = "lasilla.asm.humidity"
+    await publish(bus, Sample(h, t[0], 50.0), Sample(h, t[1], 95.0), Sample(h, t[2], 50.0))
+    await publish(bus, Sample(h, t[3], 85.0))
+    await publish(bus, Sample(h, t[4], 50.0))
+    clock.set(T0 + timedelta(seconds=2))
+    assert await supervisor.samples.run_once() == 3
+    raw: Any = await bus.redis.xrange(streams.ALARM_EVENTS)
+    published = [e for _, fields in raw for e in codec.decode_alarm_events(bytes(fields[PAYLOAD_FIELD]))]
+    assert [(e.ts, e.action, e.severity) for e in published] == [
+        (t[1], "raise", AlarmSeverity.CRITICAL), (t[2], "clear", AlarmSeverity.NONE),
+        (t[3], "change", AlarmSeverity.WARNING), (t[4], "clear", AlarmSeverity.NONE)]
+
+
 async def test_a_corrupt_entry_is_skipped_and_the_rest_handled(bus: Bus, supervisor: AlarmSupervisor) -> None:
     await bus.publish(streams.MON_SAMPLES, b"\x00garbage", retention=RETENTION)
     await publish(bus, Sample("lasilla.asm.humidity", T0, 85.0))
