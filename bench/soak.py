@@ -5,8 +5,10 @@ planner, VES sync) on a Redis and a Cassandra of the soak's own; a synthetic pub
 SamplePublisher and point processing) adds 20,000 points/s to `mon.samples`, and the archive
 dispatcher (the real Dispatcher, in its own process) writes them with the scenario's samples. The
 wind scenario toggles every few minutes (alarm, re-plan, VES rewrite). Every 10 s the soak samples
-the RSS of every process, the consumer groups' lags and the error lines in every log; at the end it
-prints each process's memory growth (first minute against last) and writes bench/results/soak.json.
+the RSS of every process, the consumer groups' lags, the length of `mon.samples` and the error lines
+in every log; at the end it prints each process's RSS per minute and its memory verdict: the last
+minute against the first whole minute after warm-up, i.e. once the dispatcher's hold window and the
+Mon Queue's byte budget are full (before that, memory rightly grows), and writes bench/results/soak.json.
 
     python bench/soak.py               # 10 minutes
     python bench/soak.py --quick       # 1 minute
@@ -22,6 +24,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import re
 import signal
@@ -46,6 +49,7 @@ from collectors.factory import build_monitoring, open_archive
 from collectors.publisher import SamplePublisher
 from config_db.loader import default_path
 from config_db.monitoring import MonitoringConfig, load_monitoring
+from skyops import codec
 from skyops.archive.cassandra import CassandraArchive
 from skyops.bus import Bus, open_redis
 from skyops.records import SampleBatch
@@ -67,9 +71,15 @@ ERROR_LINE = re.compile(rb"^\S+ \S+ (ERROR|CRITICAL) |^Traceback", re.MULTILINE)
 
 # --- the synthetic load and the dispatcher, each in its own process -----------------------------------
 
-def soak_config(points: int) -> dict[str, Any]:
-    """The shipped monitoring config plus `points` synthetic points that the processing passes on unchanged."""
+def soak_config(points: int, flush_aggregates_every_s: float | None = None) -> dict[str, Any]:
+    """The shipped monitoring config plus `points` synthetic points that the processing passes on unchanged.
+
+    `flush_aggregates_every_s` overrides the dispatcher's aggregate flush period (to tell its memory
+    apart from the hold's: a flush re-reads the current hour of every point written).
+    """
     data: dict[str, Any] = yaml.safe_load(default_path("monitoring.yaml").read_text())
+    if flush_aggregates_every_s is not None:
+        data["dispatcher"]["flush_aggregates_every_s"] = flush_aggregates_every_s
     data["points"] += [{"name": f"soak.p{i // 1000:03d}.v{i % 1000:03d}", "retention": "standard",
                         "processing": {"suppress_duplicates": False}} for i in range(points)]
     return data
@@ -152,6 +162,8 @@ async def dispatch_main(config_path: Path, stats_path: Path, dispatchers: int) -
                 await asyncio.wait_for(stop.wait(), timeout=1.0)
             ds = monitoring.dispatchers
             write_stats(stats_path, {"archived": sum(d.archived for d in ds),
+                                     "held": sum(d.hold.held_samples for d in ds),
+                                     "held_mb": sum(d.hold.held_bytes for d in ds) / 1e6,
                                      "write_failures": sum(d.write_failures for d in ds),
                                      "unknown": sum(d.unknown_samples for d in ds)})
     finally:
@@ -226,6 +238,16 @@ async def lags(redis_url: str) -> dict[str, int | None]:
     return out
 
 
+async def stream_length(redis_url: str) -> int | None:
+    redis = open_redis(redis_url)
+    try:
+        return await Bus(redis).length(MON_SAMPLES)
+    except Exception:  # Redis busy: no figure this round
+        return None
+    finally:
+        await redis.aclose()
+
+
 def read_stats(path: Path) -> dict[str, Any]:
     with contextlib.suppress(OSError, ValueError):
         data: dict[str, Any] = json.loads(path.read_text())
@@ -258,12 +280,42 @@ def mean(values: list[float]) -> float:
     return float(sum(values) / len(values)) if values else 0.0
 
 
-def summarise(timeline: list[dict[str, Any]], edge_s: float, soak: Soak, duration_s: float,
+def rss_per_minute(timeline: list[dict[str, Any]]) -> dict[str, list[float | None]]:
+    """Mean RSS of every process in each whole minute of the load (minute k: k*60 <= t < (k+1)*60)."""
+    minutes = int(max(row["t"] for row in timeline) // 60)
+    out: dict[str, list[float | None]] = {}
+    for name in sorted({k for row in timeline for k in row["rss_mb"]}):
+        out[name] = []
+        for k in range(max(1, minutes)):
+            vals = [row["rss_mb"][name] for row in timeline
+                    if k * 60 <= row["t"] < (k + 1) * 60 and row["rss_mb"].get(name) is not None]
+            out[name].append(round(mean(vals), 1) if vals else None)
+    return out
+
+
+def warm_up_s(config: MonitoringConfig, rate: float, points: int) -> tuple[float, str]:
+    """Seconds of load after which every bounded buffer is full, and why.
+
+    The dispatcher holds a sample until its block is complete or for `hold_s` (plus the grace), and
+    the Mon Queue keeps acknowledged entries up to its soft byte budget (`max_mb`) or `max_age_s`:
+    before both are full, memory rightly grows.
+    """
+    d, q = config.dispatcher, config.queue
+    sweep = SampleBatch.from_floats([f"soak.p{i // 1000:03d}.v{i % 1000:03d}" for i in range(points)],
+                                    np.arange(points), np.zeros(points, dtype=np.int64), np.zeros(points))
+    stream_bytes_per_s = len(codec.encode_samples(sweep)) / points * rate
+    queue_s = min(q.max_age_s, q.max_mb * 1024 * 1024 / stream_bytes_per_s)
+    hold_s = d.hold_s + d.block_grace_s
+    why = (f"dispatcher hold {hold_s:.0f} s; mon.samples reaches its {q.max_mb:g} MB budget after "
+           f"{queue_s:.0f} s at {stream_bytes_per_s / 1e6:.2f} MB/s")
+    return max(hold_s, queue_s), why
+
+
+def summarise(timeline: list[dict[str, Any]], baseline_minute: int, soak: Soak, duration_s: float,
               pub: dict[str, Any], disp: dict[str, Any], drain_s: float | None) -> list[Result]:
-    """Memory growth per process (first against last `edge_s`), lags, errors and throughput."""
+    """Memory per process (last minute against the minute after warm-up), lags, errors and throughput."""
     t_end = timeline[-1]["t"]
-    first = [row for row in timeline if row["t"] <= edge_s]
-    last = [row for row in timeline if row["t"] >= t_end - edge_s]
+    last = [row for row in timeline if row["t"] >= t_end - 60]
     published, archived = rate(timeline, "published"), rate(timeline, "archived")
     sent = int(pub.get("sent", 0))
     results = [
@@ -276,19 +328,35 @@ def summarise(timeline: list[dict[str, Any]], edge_s: float, soak: Soak, duratio
     ]
     if drain_s is not None:
         results.append(Result("archive caught up after the load stopped", drain_s, "s", "< 60 (the 30 s hold)"))
-    for name in sorted({k for row in timeline for k in row["rss_mb"]}):
-        a = mean([row["rss_mb"][name] for row in first if row["rss_mb"].get(name) is not None])
-        b = mean([row["rss_mb"][name] for row in last if row["rss_mb"].get(name) is not None])
-        results.append(Result(f"RSS {name} (last vs first {edge_s:.0f} s)", b, "MB", "flat (< +10 %)", a,
-                              a / b if b else None))
+    per_minute = rss_per_minute(timeline)
+    for name, minutes in per_minute.items():
+        base = minutes[min(baseline_minute, len(minutes) - 1)]
+        final = minutes[-1]
+        if base is None or final is None:
+            continue
+        results.append(Result(f"RSS {name} (last minute vs minute {min(baseline_minute, len(minutes) - 1) + 1})",
+                              final, "MB", "flat (< +10 %: ratio > 0.91)", base, base / final if final else None))
+    lengths = [row["stream_len"] for row in last if row.get("stream_len") is not None]
+    if lengths:
+        results.append(Result("mon.samples length (max, last 60 s)", float(max(lengths)), "entries",
+                              "bounded by the Mon Queue budget"))
     for key in sorted({k for row in timeline for k in row["lag"]}):
         values = [row["lag"][key] for row in last if row["lag"].get(key) is not None]
         if values:
-            results.append(Result(f"lag {key} (max, last {edge_s:.0f} s)", float(max(values)), "entries",
+            results.append(Result(f"lag {key} (max, last 60 s)", float(max(values)), "entries",
                                   "bounded (not growing)"))
     for name in sorted(soak.procs):
         results.append(Result(f"error lines {name}", float(soak.errors(name)), "lines", "0"))
     return results
+
+
+def print_minutes(per_minute: dict[str, list[float | None]], baseline_minute: int) -> None:
+    print(f"RSS per minute (MB); the verdict compares the last minute with minute {baseline_minute + 1}:")
+    for name, minutes in per_minute.items():
+        cells = " ".join(f"{v:7.0f}" if v is not None else "      -" for v in minutes)
+        base, final = minutes[min(baseline_minute, len(minutes) - 1)], minutes[-1]
+        growth = f"{(final / base - 1) * 100:+6.1f} %" if base and final else "      -"
+        print(f"  {name:<20} {cells}   {growth}")
 
 
 def main(argv: list[str]) -> int:
@@ -299,6 +367,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--points", type=int, default=2000, help="synthetic points (each at rate/points Hz)")
     ap.add_argument("--dispatchers", type=int, default=2, help="archive dispatchers in the dispatcher process")
     ap.add_argument("--toggle-s", type=float, default=None, help="wind scenario period (default: minutes*6 s)")
+    ap.add_argument("--flush-aggregates-every-s", type=float, default=None,
+                    help="the dispatcher's aggregate flush period (default: the shipped config's)")
     ap.add_argument("--sql-url", default=os.environ.get("SKYOPS_TEST_SQL_URL"),
                     help="PostgreSQL for the planner and VES sync (default SKYOPS_TEST_SQL_URL; else SQLite)")
     sub = ap.add_subparsers(dest="role")
@@ -349,7 +419,7 @@ def run_soak(duration_s: float, args: argparse.Namespace) -> int:
         if sql_url:
             env["SKYOPS_SQL_URL"] = sql_url
         config = work / "soak-monitoring.yaml"
-        config.write_text(yaml.safe_dump(soak_config(args.points)))
+        config.write_text(yaml.safe_dump(soak_config(args.points, args.flush_aggregates_every_s)))
         soak = Soak(env, work)
         timeline, pub, disp, drain_s = _drive(soak, ports, config, duration_s, args, redis, cassandra)
     finally:
@@ -359,10 +429,16 @@ def run_soak(duration_s: float, args: argparse.Namespace) -> int:
         redis.remove()
         cassandra.remove()
     os.environ.setdefault("COLUMNS", "150")  # a wide table even when the output is a file
-    edge_s = min(60.0, duration_s / 3)
-    results = summarise(timeline, edge_s, soak, duration_s, pub, disp, drain_s)
+    warm_s, why = warm_up_s(load_monitoring(config), args.rate, args.points)
+    baseline_minute = math.ceil(warm_s / 60)  # the first whole minute once every buffer is full
+    per_minute = rss_per_minute(timeline)
+    results = summarise(timeline, baseline_minute, soak, duration_s, pub, disp, drain_s)
     print_table(f"soak: {duration_s / 60:.1f} min at {args.rate:,.0f} points/s", results)
-    path = write_results("soak", results, {"timeline": timeline, "duration_s": duration_s, "logs": str(work)})
+    print(f"warm-up: {warm_s:.0f} s ({why})")
+    print_minutes(per_minute, baseline_minute)
+    path = write_results("soak", results, {"timeline": timeline, "duration_s": duration_s, "logs": str(work),
+                                           "rss_per_minute_mb": per_minute, "baseline_minute": baseline_minute + 1,
+                                           "warm_up": f"{warm_s:.0f} s: {why}"})
     print(f"wrote {path}")
     return 0
 
@@ -456,6 +532,9 @@ def _drive(soak: Soak, ports: dict[str, int], config: Path, duration_s: float, a
             timeline.append(row)
             print(f"  t={row['t']:5.0f} s  published {row['published']:>10,}  archived {row['archived']:>10,}  "
                   f"archive lag {row['lag'].get('mon.samples/archive')}  "
+                  f"held {row['held']:>8,} ({row['held_mb']:.0f} MB)  "
+                  f"stream {row['stream_len']}  dispatcher {row['rss_mb'].get('dispatcher') or 0:.0f} MB  "
+                  f"redis {row['rss_mb'].get('redis-server') or 0:.0f} MB  "
                   f"RSS total {sum(v for v in row['rss_mb'].values() if v):,.0f} MB", flush=True)
         soak.stop("publisher")
         drain_s = _wait_drained(pub_stats, disp_stats, timeout_s=120)
@@ -497,8 +576,10 @@ def _sample(soak: Soak, servers: dict[str, Path], redis_url: str, t: float, pub_
         rss[name] = rss_mb(pid) if pid else None
     pub, disp = read_stats(pub_stats), read_stats(disp_stats)
     return {"t": round(t, 1), "rss_mb": rss, "lag": asyncio.run(lags(redis_url)),
+            "stream_len": asyncio.run(stream_length(redis_url)),
             "errors": {name: soak.errors(name) for name in soak.procs},
             "published": int(pub.get("sent", 0)), "archived": int(disp.get("archived", 0)),
+            "held": int(disp.get("held", 0)), "held_mb": float(disp.get("held_mb", 0.0)),
             "publisher_pending": int(pub.get("pending", 0))}
 
 

@@ -32,7 +32,8 @@ class Dispatcher:
     reads keep one sample per timestamp, so a replay that groups samples differently stores nothing
     twice as far as any reader can tell. Latest values are written every `latest_every_s` from the
     held samples, so the operator's latest values never wait for a block. A block write runs in the
-    background, one at a time, while the dispatcher keeps reading.
+    background, one at a time, while the dispatcher keeps reading; one write carries at most
+    `max_write_samples`, so a backlog costs more writes, not more memory.
 
     With a `live_channel` it also fans out, before holding. The operator's page does not need it:
     the HMI tails `mon.samples` itself, so live data never waits behind the archive (a `LiveFanout`
@@ -68,7 +69,8 @@ class Dispatcher:
         )
         self.hold = SampleHold(
             self._block_us,
-            HoldPolicy.from_seconds(config.hold_s, config.block_grace_s, config.max_held_samples),
+            HoldPolicy.from_seconds(config.hold_s, config.block_grace_s, config.max_held_samples,
+                                    config.max_write_samples),
         )
         self._lock = asyncio.Lock()
         self.archived = 0  # samples written
@@ -169,16 +171,21 @@ class Dispatcher:
         return self._written(release)
 
     async def _write_now(self, now_us: int, *, everything: bool) -> list[str]:
-        """Write what is due (all of it with `everything`) in line; raises when the write fails."""
-        release = self.hold.release(now_us, everything=everything)
-        if release is None:
-            return []
-        try:
-            await self._write_release(release)
-        except Exception as exc:
-            self._write_failed(len(release.batch), exc)
-            raise
-        return self._written(release)
+        """Write what is due (all of it with `everything`) in line, `max_write_samples` at a time.
+
+        Raises when a write fails; what earlier writes completed is acknowledged by the caller's retry.
+        """
+        done: list[str] = []
+        while (release := self.hold.release(now_us, everything=everything)) is not None:
+            try:
+                await self._write_release(release)
+            except Exception as exc:
+                self._write_failed(len(release.batch), exc)
+                if done:
+                    await self.bus.ack(self.stream, self.config.group, done)
+                raise
+            done += self._written(release)
+        return done
 
     def _written(self, release: Release) -> list[str]:
         done = self.hold.commit(release)

@@ -119,7 +119,7 @@ def _opcua_healthy(c: OpcUaCollector) -> Callable[[], bool]:
 
 
 def _dispatcher_healthy(d: Dispatcher) -> Callable[[], bool]:
-    return lambda: d.consumer.consecutive_failures == 0 and d.consecutive_write_failures == 0
+    return lambda: d.consumer.health()[0] and d.consecutive_write_failures == 0
 
 
 def _has(config: MonitoringConfig, point: str) -> bool:

@@ -167,15 +167,38 @@ class Sources(_Strict):
 
 
 class QueueConfig(_Strict):
-    """The "Mon Queue": the `mon.samples` stream's retention and how collectors batch into it."""
+    """The "Mon Queue": the `mon.samples` stream's retention and how collectors batch into it.
 
-    max_len: int = Field(default=200_000, gt=0)
-    max_age_s: float = Field(default=6 * 3600, gt=0)
+    The stream is a buffer in front of the consumers, the archive is the history. Entries every
+    consumer group has acknowledged are trimmed after `max_age_s`, or at once when the stream
+    holds more than `max_mb`; entries a group has not acknowledged (a backlog behind a down
+    archive) are kept whatever their age, until a hard cap (`hard_max_mb` or `max_len`) is hit:
+    those trims are logged as errors and counted. With `keep_unacknowledged: false` every bound is
+    hard (trimming ignores the consumer groups).
+    """
+
+    max_len: int = Field(default=200_000, gt=0, description="hard cap: entries kept at most")
+    max_age_s: float = Field(default=600, gt=0, description="acknowledged entries are trimmed after this")
+    max_mb: float = Field(default=64, gt=0, description="soft budget: above it, acknowledged entries are trimmed")
+    hard_max_mb: float = Field(default=1024, gt=0, description="hard cap: above it, the oldest entries go regardless")
+    keep_unacknowledged: bool = Field(default=True, description="soft bounds never trim unacknowledged entries")
     flush_interval_s: float = Field(default=0.2, gt=0, description="a collector sends at least this often")
     max_batch: int = Field(default=5000, gt=0, description="samples per bus entry")
 
+    @model_validator(mode="after")
+    def _ordered(self) -> QueueConfig:
+        if self.hard_max_mb < self.max_mb:
+            raise ValueError(f"hard_max_mb ({self.hard_max_mb}) must be >= max_mb ({self.max_mb})")
+        return self
+
     def retention(self) -> StreamRetention:
-        return StreamRetention(max_len=self.max_len, max_age=timedelta(seconds=self.max_age_s))
+        mib = 1024 * 1024
+        return StreamRetention(
+            max_len=self.max_len, max_age=timedelta(seconds=self.max_age_s),
+            keep_unacknowledged=self.keep_unacknowledged,
+            max_bytes=round(self.max_mb * mib) if self.keep_unacknowledged else None,
+            hard_max_bytes=round(self.hard_max_mb * mib),
+        )
 
 
 class DispatcherConfig(_Strict):
@@ -198,6 +221,9 @@ class DispatcherConfig(_Strict):
     block_grace_s: float = Field(default=2.0, ge=0, description="late data a complete block still waits for")
     max_held_samples: int = Field(default=2_000_000, gt=0,
                                   description="memory bound: beyond it everything held is written at once")
+    max_write_samples: int = Field(default=250_000, gt=0, description=(
+        "samples in one archive write at most: a backlog is written in writes of this size, so the "
+        "dispatcher's memory does not grow with it"))
     latest_every_s: float = Field(default=1.0, gt=0, description="how often held samples update the latest values")
     live_fanout: bool = Field(default=False, description=(
         "also re-publish every batch on the live.samples pub/sub channel (group live_group); the HMI "

@@ -13,23 +13,32 @@ from skyops.records import K_STR, SampleBatch
 _NEVER = np.iinfo(np.int64).max
 _BEFORE_ALL = np.iinfo(np.int64).min
 _COMPACT_STRINGS_ABOVE = 1024
+SEGMENT_ROWS = 65_536
+# Emptied segments kept for reuse: enough for the churn of a steady hold, few enough to give a burst back.
+_SPARE_SEGMENTS = 2
 
 
 @dataclass(frozen=True, slots=True)
 class HoldPolicy:
-    """How long samples may wait, in microseconds, and how many may wait at once."""
+    """How long samples may wait, in microseconds, how many may wait at once, and how many one write carries.
+
+    `max_release` bounds a single release (0: no bound), so that the transient copy an archive write
+    makes stays the same size however far behind the archive is.
+    """
 
     hold_us: int
     grace_us: int
     max_samples: int
+    max_release: int = 0
 
     def __post_init__(self) -> None:
-        if self.hold_us < 0 or self.grace_us < 0 or self.max_samples <= 0:
-            raise ValueError("hold and grace must be >= 0 and max_samples > 0")
+        if self.hold_us < 0 or self.grace_us < 0 or self.max_samples <= 0 or self.max_release < 0:
+            raise ValueError("hold, grace and max_release must be >= 0 and max_samples > 0")
 
     @classmethod
-    def from_seconds(cls, hold_s: float, grace_s: float, max_samples: int) -> HoldPolicy:
-        return cls(hold_us=round(hold_s * 1e6), grace_us=round(grace_s * 1e6), max_samples=max_samples)
+    def from_seconds(cls, hold_s: float, grace_s: float, max_samples: int, max_release: int = 0) -> HoldPolicy:
+        return cls(hold_us=round(hold_s * 1e6), grace_us=round(grace_s * 1e6), max_samples=max_samples,
+                   max_release=max_release)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,61 +50,98 @@ class HeldEntry:
     arrived_us: int
 
 
+class _Segment:
+    """A fixed-capacity block of held rows in columns; emptied segments are reused, so holding allocates little."""
+
+    __slots__ = ("bits", "block_end", "gidx", "kind", "live", "live_count", "n", "quality", "seq", "ts")
+
+    def __init__(self, capacity: int) -> None:
+        self.gidx = np.zeros(capacity, dtype=np.uint32)
+        self.ts = np.zeros(capacity, dtype=np.int64)
+        self.kind = np.zeros(capacity, dtype=np.uint8)
+        self.bits = np.zeros(capacity, dtype=np.int64)
+        self.quality = np.zeros(capacity, dtype=np.uint8)
+        self.seq = np.zeros(capacity, dtype=np.int64)
+        self.block_end = np.zeros(capacity, dtype=np.int64)
+        self.live = np.zeros(capacity, dtype=bool)
+        self.n = 0  # rows filled
+        self.live_count = 0  # filled rows not written yet
+
+    @property
+    def capacity(self) -> int:
+        return len(self.ts)
+
+    def reset(self) -> _Segment:
+        self.n = self.live_count = 0
+        return self
+
+    def fill(self, src: slice, batch: _Incoming) -> None:
+        a, b = self.n, self.n + (src.stop - src.start)
+        self.gidx[a:b] = batch.gidx[src]
+        self.ts[a:b] = batch.ts[src]
+        self.kind[a:b] = batch.kind[src]
+        self.bits[a:b] = batch.bits[src]
+        self.quality[a:b] = batch.quality[src]
+        self.seq[a:b] = batch.seq
+        self.block_end[a:b] = batch.block_end[src]
+        self.live[a:b] = True
+        self.n = b
+        self.live_count += b - a
+
+
 @dataclass(frozen=True, slots=True)
-class Release:
-    """Held samples picked for one archive write; `SampleHold.commit` it once the write succeeded."""
-
-    batch: SampleBatch
-    rows: npt.NDArray[np.bool_]  # which of the held rows (as consolidated at release time) it carries
-    everything: bool
-    generation: int
-
-
-@dataclass(frozen=True, slots=True)
-class _Rows:
+class _Incoming:
     gidx: npt.NDArray[np.uint32]
     ts: npt.NDArray[np.int64]
     kind: npt.NDArray[np.uint8]
     bits: npt.NDArray[np.int64]
     quality: npt.NDArray[np.uint8]
-    seq: npt.NDArray[np.int64]
     block_end: npt.NDArray[np.int64]
+    seq: int
 
-    def __len__(self) -> int:
-        return len(self.ts)
 
-    def select(self, rows: npt.NDArray[np.bool_]) -> _Rows:
-        return _Rows(self.gidx[rows], self.ts[rows], self.kind[rows], self.bits[rows], self.quality[rows],
-                     self.seq[rows], self.block_end[rows])
+@dataclass(frozen=True, slots=True)
+class Release:
+    """Held samples picked for one archive write; `SampleHold.commit` it once the write succeeded."""
 
-    @staticmethod
-    def concat(parts: Sequence[_Rows]) -> _Rows:
-        if len(parts) == 1:
-            return parts[0]
-        return _Rows(*(np.concatenate([getattr(p, f) for p in parts]) for f in _Rows.__slots__))
+    batch: SampleBatch
+    picks: tuple[tuple[_Segment, npt.NDArray[np.bool_]], ...]  # per segment: which of its filled rows it carries
+    everything: bool
+    generation: int
 
 
 class SampleHold:
     """Samples of many bus entries, held until each point's archive block is complete.
 
-    A block is complete once the newest sample seen (the data watermark) lies `grace_us` past its
+    A point's block is complete once the point's newest sample lies `grace_us` past the block's
     end; a sample also leaves after waiting `hold_us` (a point, or the whole stream, went quiet), and
     everything leaves when more than `max_samples` wait. `block_us_of` gives a point's block length,
     or None for a point the archive does not know. Each entry is remembered with how many of
     its samples are still held, so the caller acknowledges an entry only after the write that
     covered its last sample. The newest value of every point is tracked apart (`latest`), so the
     latest values need not wait for the blocks.
+
+    Rows live in fixed-size column segments filled in arrival order: a written row is only marked
+    dead, and a segment whose rows are all written is recycled. Since every row leaves within
+    `hold_us` of its arrival, the segments in use stay about `hold_us` × rate rows, and a steady
+    stream is held without allocating new arrays (growing and re-concatenating arrays of hundreds of
+    thousands of rows at every write is what made the process's memory creep).
     """
 
-    def __init__(self, block_us_of: Callable[[str], int | None], policy: HoldPolicy) -> None:
+    def __init__(self, block_us_of: Callable[[str], int | None], policy: HoldPolicy, *,
+                 segment_rows: int = SEGMENT_ROWS) -> None:
+        if segment_rows <= 0:
+            raise ValueError("segment_rows must be > 0")
         self.policy = policy
+        self._segment_rows = segment_rows
         self._block_us_of = block_us_of
         self._points: list[str] = []
         self._point_index: dict[str, int] = {}
         self._block_us = np.zeros(0, dtype=np.int64)
         self._strings: list[str] = []
         self._string_index: dict[str, int] = {}
-        self._parts: list[_Rows] = []
+        self._segments: list[_Segment] = []
+        self._spare: list[_Segment] = []
         self._entries: dict[int, HeldEntry] = {}
         self._remaining: dict[int, int] = {}
         self._seq_of: dict[str, int] = {}
@@ -121,6 +167,16 @@ class SampleHold:
     @property
     def held_entries(self) -> int:
         return len(self._entries)
+
+    @property
+    def segments(self) -> int:
+        """Row segments allocated now (in use and spare): what the held samples cost in memory."""
+        return len(self._segments) + len(self._spare)
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes of the row segments allocated now."""
+        return sum(_segment_bytes(s) for s in (*self._segments, *self._spare))
 
     def holds(self, entry_id: str) -> bool:
         return entry_id in self._seq_of
@@ -167,16 +223,31 @@ class SampleHold:
         block_end = (batch.ts_us // block + 1) * block
         seq = self._next_seq
         self._next_seq += 1
-        rows = _Rows(points, batch.ts_us, batch.kind, bits, batch.quality, np.full(n, seq, dtype=np.int64), block_end)
-        self._parts.append(rows)
+        incoming = _Incoming(points, batch.ts_us, batch.kind, bits, batch.quality, block_end, seq)
+        self._append(incoming, n)
         self._entries[seq] = HeldEntry(entry_id, produced_us, now_us)
         self._remaining[seq] = n
         self._seq_of[entry_id] = seq
         self._held += n
         self._watermark_us = max(self._watermark_us, int(batch.ts_us.max()))
         self._next_block_end_us = min(self._next_block_end_us, int(block_end.min()))
-        self._track_latest(rows)
+        self._track_latest(incoming)
         return n
+
+    def _append(self, incoming: _Incoming, n: int) -> None:
+        start = 0
+        while start < n:
+            seg = self._segments[-1] if self._segments else None
+            if seg is None or seg.n == seg.capacity:
+                seg = self._new_segment()
+            take = min(n - start, seg.capacity - seg.n)
+            seg.fill(slice(start, start + take), incoming)
+            start += take
+
+    def _new_segment(self) -> _Segment:
+        seg = self._spare.pop().reset() if self._spare else _Segment(self._segment_rows)
+        self._segments.append(seg)
+        return seg
 
     def _indexes(self, names: Sequence[str]) -> npt.NDArray[np.int64]:
         """Global indexes of point names (-1 for points the archive does not know), registering new ones."""
@@ -209,7 +280,7 @@ class SampleHold:
             self._strings.append(text)
         return i
 
-    def _track_latest(self, rows: _Rows) -> None:
+    def _track_latest(self, rows: _Incoming) -> None:
         order = np.lexsort((rows.ts, rows.gidx))
         g = rows.gidx[order]
         last = order[np.r_[g[1:] != g[:-1], True]]
@@ -223,45 +294,89 @@ class SampleHold:
         self._lt_dirty[g] = True
 
     # --- out ----------------------------------------------------------------------------------
+    def _everything_due(self) -> bool:
+        return self._held >= self.policy.max_samples or self.policy.hold_us == 0
+
     def due(self, now_us: int) -> bool:
-        """Whether `release(now_us)` has something to write: a block completed, a wait ran out, or memory."""
+        """Whether `release(now_us)` may have something to write: a block completed, a wait ran out, or memory.
+
+        Cheap and cautious: it may say yes while no point's own samples complete a block yet (the
+        release is then None).
+        """
         if not self._held:
             return False
-        if self._held >= self.policy.max_samples or self.policy.hold_us == 0:
+        if self._everything_due():
             return True
         if self._next_block_end_us + self.policy.grace_us <= self._watermark_us:
-            return True
+            return True  # some block may be complete (the newest sample of all is past the earliest end)
         oldest = min(e.arrived_us for e in self._entries.values())
         return oldest + self.policy.hold_us <= now_us
 
     def release(self, now_us: int, *, everything: bool = False) -> Release | None:
-        """The samples due for writing now (all of them with `everything`), or None."""
+        """The samples due for writing now (all of them with `everything`), oldest first, or None.
+
+        At most `policy.max_release` samples go in one release: `everything` then takes several.
+        """
         if not self._held:
             return None
-        rows = _Rows.concat(self._parts)
-        self._parts = [rows]
-        everything = everything or self._held >= self.policy.max_samples or self.policy.hold_us == 0
-        if everything:
-            mask = np.ones(len(rows), dtype=bool)
-        else:
-            mask = rows.block_end + self.policy.grace_us <= self._watermark_us
-            expired = [s for s, e in self._entries.items() if e.arrived_us + self.policy.hold_us <= now_us]
-            if expired:
-                mask |= np.isin(rows.seq, np.asarray(expired, dtype=np.int64))
-            if not mask.any():
-                return None
-        batch = SampleBatch._derived(tuple(self._points), rows.gidx[mask], rows.ts[mask], rows.kind[mask],
-                                     rows.bits[mask], rows.quality[mask], tuple(self._strings))
+        everything = everything or self._everything_due()
+        expired = np.zeros(0, dtype=np.int64)
+        if not everything:
+            expired = np.fromiter((s for s, e in self._entries.items() if e.arrived_us + self.policy.hold_us <= now_us),
+                                  dtype=np.int64)
+        budget = self.policy.max_release or self._held
+        picks: list[tuple[_Segment, npt.NDArray[np.bool_]]] = []
+        taken = 0
+        for seg in self._segments:
+            if not seg.live_count:
+                continue
+            n = seg.n
+            mask = seg.live[:n].copy()
+            if not everything:
+                # A point's own newest sample says whether its block is complete: one source's clock
+                # running ahead must not flush every other point's blocks early.
+                due = seg.block_end[:n] + self.policy.grace_us <= self._lt_ts[seg.gidx[:n]]
+                if len(expired):
+                    due |= np.isin(seg.seq[:n], expired)
+                mask &= due
+            count = int(np.count_nonzero(mask))
+            if not count:
+                continue
+            if taken + count > budget:
+                # The oldest rows first: cut the mask after the budget's last row.
+                cut = int(np.flatnonzero(mask)[budget - taken - 1]) + 1
+                mask[cut:] = False
+                count = budget - taken
+            picks.append((seg, mask))
+            taken += count
+            if taken >= budget:
+                break
+        if not picks:
+            return None
+        batch = SampleBatch._derived(
+            tuple(self._points),
+            np.concatenate([s.gidx[: len(m)][m] for s, m in picks]),
+            np.concatenate([s.ts[: len(m)][m] for s, m in picks]),
+            np.concatenate([s.kind[: len(m)][m] for s, m in picks]),
+            np.concatenate([s.bits[: len(m)][m] for s, m in picks]),
+            np.concatenate([s.quality[: len(m)][m] for s, m in picks]),
+            tuple(self._strings),
+        )
         self._generation += 1
-        return Release(batch=batch, rows=mask, everything=bool(mask.all()), generation=self._generation)
+        return Release(batch=batch, picks=tuple(picks), everything=taken == self._held, generation=self._generation)
 
     def commit(self, release: Release) -> list[HeldEntry]:
         """Forget the samples `release` carried (they are archived); the entries now completely written."""
-        if release.generation != self._generation or not self._parts:
+        if release.generation != self._generation:
             raise ValueError("this release does not match the held samples (released twice?)")
         self._generation += 1
-        rows = self._parts[0]
-        seqs, counts = np.unique(rows.seq[release.rows], return_counts=True)
+        seq_parts: list[npt.NDArray[np.int64]] = []
+        for seg, mask in release.picks:
+            n = len(mask)
+            seq_parts.append(seg.seq[:n][mask])
+            seg.live[:n] &= ~mask
+            seg.live_count -= int(np.count_nonzero(mask))
+        seqs, counts = np.unique(np.concatenate(seq_parts), return_counts=True)
         done: list[HeldEntry] = []
         for seq, count in zip(seqs.tolist(), counts.tolist(), strict=True):
             left = self._remaining[seq] - count
@@ -272,27 +387,42 @@ class SampleHold:
             entry = self._entries.pop(seq)
             del self._seq_of[entry.entry_id]
             done.append(entry)
-        keep = rows.select(~release.rows)
-        self._parts = ([keep] if len(keep) else []) + self._parts[1:]
-        self._held = sum(len(p) for p in self._parts)
-        self._next_block_end_us = min((int(p.block_end.min()) for p in self._parts), default=int(_NEVER))
+        self._recycle()
+        self._held = sum(s.live_count for s in self._segments)
+        self._next_block_end_us = min(
+            (int(s.block_end[: s.n][s.live[: s.n]].min()) for s in self._segments if s.live_count), default=int(_NEVER)
+        )
         if len(self._strings) > _COMPACT_STRINGS_ABOVE:
             self._compact_strings()
         return done
 
+    def _recycle(self) -> None:
+        """Segments whose rows are all written go to the spares (the one being filled is simply rewound)."""
+        keep: list[_Segment] = []
+        last = self._segments[-1] if self._segments else None
+        for seg in self._segments:
+            if seg.live_count:
+                keep.append(seg)
+            elif seg is last:
+                keep.append(seg.reset())
+            elif len(self._spare) < _SPARE_SEGMENTS:
+                self._spare.append(seg)
+        self._segments = keep
+
     def _compact_strings(self) -> None:
         """Drop strings no held sample or pending latest value refers to any more (the table only grows)."""
-        rows = _Rows.concat(self._parts) if self._parts else None
-        in_rows = rows.kind == K_STR if rows is not None else np.zeros(0, dtype=bool)
         in_latest = self._lt_kind == K_STR
-        held_bits = rows.bits[in_rows] if rows is not None else np.zeros(0, dtype=np.int64)
-        used = np.unique(np.concatenate([held_bits, self._lt_bits[in_latest]]))
+        used_parts = [self._lt_bits[in_latest]]
+        for seg in self._segments:
+            n = seg.n
+            used_parts.append(seg.bits[:n][seg.live[:n] & (seg.kind[:n] == K_STR)])
+        used = np.unique(np.concatenate(used_parts))
         remap = np.full(len(self._strings), -1, dtype=np.int64)
         remap[used] = np.arange(len(used))
-        if rows is not None:
-            bits = rows.bits.copy()
-            bits[in_rows] = remap[bits[in_rows]]
-            self._parts = [_Rows(rows.gidx, rows.ts, rows.kind, bits, rows.quality, rows.seq, rows.block_end)]
+        for seg in self._segments:
+            n = seg.n
+            rows = seg.live[:n] & (seg.kind[:n] == K_STR)
+            seg.bits[:n][rows] = remap[seg.bits[:n][rows]]
         self._lt_bits[in_latest] = remap[self._lt_bits[in_latest]]
         self._strings = [self._strings[i] for i in used.tolist()]
         self._string_index = {s: i for i, s in enumerate(self._strings)}
@@ -312,3 +442,7 @@ class SampleHold:
         g = batch.point_idx
         same = self._lt_ts[g] == batch.ts_us
         self._lt_dirty[g[same]] = False
+
+
+def _segment_bytes(seg: _Segment) -> int:
+    return sum(getattr(seg, c).nbytes for c in ("gidx", "ts", "kind", "bits", "quality", "seq", "block_end", "live"))

@@ -16,7 +16,15 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from skyops.archive.binning import Aggregates, BinnedSeries, Resolution, aggregate, plan_bins, to_bins
+from skyops.archive.binning import (
+    Aggregates,
+    BinnedSeries,
+    Resolution,
+    aggregate,
+    plan_bins,
+    reaggregate,
+    to_bins,
+)
 from skyops.archive.blocks import Chunk, check_block_seconds, chunk_sorted, unpack
 from skyops.errors import InvalidRecordError, UnknownPointError
 from skyops.records import K_STR, AlarmEvent, LogBatch, LogRecord, Sample, SampleBatch, check_point_name
@@ -25,6 +33,7 @@ from skyops.timeutil import US_PER_DAY, US_PER_S, from_us, to_us
 log = logging.getLogger(__name__)
 
 HOUR_US = 3600 * US_PER_S
+MINUTE_US = 60 * US_PER_S
 # (point, ts_us, kind, bits, quality, text) — a point's newest sample in the columns of the `latest` table.
 LatestRow = tuple[str, int, int, int, int, str | None]
 LOG_SHARDS = 4
@@ -173,8 +182,9 @@ class Archive(abc.ABC):
     """Shared behaviour of every archive adapter; adapters only move rows in and out of storage.
 
     Raw samples are stored as content-keyed packed chunks, so re-writing a batch is idempotent and a
-    read de-duplicates by timestamp. The 1-minute and 1-hour aggregates are recomputed from raw data
-    for every hour a write touched (`flush_aggregates`), which keeps them exact under replays.
+    read de-duplicates by timestamp. The 1-minute aggregates are recomputed from raw data for every minute a
+    write touched, and each touched hour is merged anew from its minute rows (`flush_aggregates`), which keeps
+    them exact under replays while a flush reads only the minutes written since the last one.
     """
 
     def __init__(
@@ -186,7 +196,7 @@ class Archive(abc.ABC):
     ) -> None:
         self.retention = {r.name: r for r in retention}
         self._points: dict[str, str] = {}
-        self._dirty: dict[str, set[int]] = {}
+        self._dirty: dict[str, set[int]] = {}  # point → minutes (ts_us // MINUTE_US) written since the last flush
         self._max_in_flight = max_in_flight
         if points:
             self.register_points(points)
@@ -293,10 +303,10 @@ class Archive(abc.ABC):
         by_class: dict[str, list[Chunk]] = {}
         for chunk in chunk_sorted(b, block_us):
             by_class.setdefault(self._points[chunk.point], []).append(chunk)
-        # Every hour a point touched is re-aggregated.
+        # Every minute a point touched is re-aggregated (and its hour merged anew from its minutes).
         idx = b.point_idx
-        hour_keys = np.unique(idx.astype(np.int64) * (2**40) + b.ts_us // HOUR_US)
-        for key in hour_keys.tolist():
+        minute_keys = np.unique(idx.astype(np.int64) * (2**40) + b.ts_us // MINUTE_US)
+        for key in minute_keys.tolist():
             self._dirty.setdefault(b.points[key >> 40], set()).add(key & (2**40 - 1))
         await asyncio.gather(*(self._write_chunks(self.retention[c], ch) for c, ch in by_class.items()))
         if latest:
@@ -316,41 +326,57 @@ class Archive(abc.ABC):
             raise UnknownPointError(unknown)
 
     def dirty_hours(self) -> int:
-        return sum(len(h) for h in self._dirty.values())
+        """How many (point, hour) aggregates wait for the next flush."""
+        return sum(len({m * MINUTE_US // HOUR_US for m in minutes}) for minutes in self._dirty.values())
 
     async def flush_aggregates(self) -> int:
-        """Recompute the 1-minute and 1-hour aggregates of every hour written since the last flush."""
-        todo = [(p, h) for p, hours in self._dirty.items() for h in sorted(hours)]
+        """Recompute the aggregates of every minute written since the last flush, and merge their hours anew.
+
+        Returns how many (point, hour) aggregates were rewritten. Memory and reads follow what was written since
+        the last flush, not how far into its hour the archive is.
+        """
+        todo = [(p, hour, spans) for p, minutes in self._dirty.items() for hour, spans in _hour_spans(minutes)]
         self._dirty = {}
         sem = asyncio.Semaphore(self._max_in_flight)
 
-        async def one(point: str, hour: int) -> None:
+        async def one(point: str, hour: int, span: tuple[int, int]) -> None:
             async with sem:
                 try:
-                    await self._rollup_hour(point, hour)
+                    await self._rollup(point, hour, span)
                 except BaseException:
-                    self._dirty.setdefault(point, set()).add(hour)  # keep it for the next flush
+                    self._dirty.setdefault(point, set()).update(range(*span))  # kept for the next flush
                     raise
 
-        await asyncio.gather(*(one(p, h) for p, h in todo))
+        await asyncio.gather(*(one(p, h, span) for p, h, span in todo))
         return len(todo)
 
     async def rebuild_aggregates(self, points: Iterable[str], start: datetime, end: datetime) -> int:
-        """Recompute aggregates over a range (after a crash lost the set of hours still to flush)."""
+        """Recompute aggregates over a range (after a crash lost the set of minutes still to flush)."""
         s, e = to_us(start), to_us(end)
+        todo = []
         for p in points:
             self._class_of(p)
-            self._dirty.setdefault(p, set()).update(hours_between(s, e))
-        return await self.flush_aggregates()
+            todo += [(p, h, (h * 60, h * 60 + 60)) for h in hours_between(s, e)]
+        sem = asyncio.Semaphore(self._max_in_flight)
 
-    async def _rollup_hour(self, point: str, hour: int) -> None:
+        async def one(point: str, hour: int, span: tuple[int, int]) -> None:
+            async with sem:
+                await self._rollup(point, hour, span)
+
+        await asyncio.gather(*(one(p, h, span) for p, h, span in todo))
+        return len(todo)
+
+    async def _rollup(self, point: str, hour: int, span: tuple[int, int]) -> None:
+        """Minutes [span) of `hour` from raw samples, then the hour from all of its minute rows."""
+        lo, hi = span[0] * MINUTE_US, span[1] * MINUTE_US
+        series = await self.raw(point, from_us(lo), from_us(hi))
+        minutes = aggregate(series, lo, MINUTE_US)
+        if len(minutes):
+            await self._write_aggregates(Resolution.MINUTE, point, minutes)
         start = hour * HOUR_US
-        series = await self.raw(point, from_us(start), from_us(start + HOUR_US))
-        minutes = aggregate(series, start, Resolution.MINUTE.us)
-        if not len(minutes):
-            return
-        await self._write_aggregates(Resolution.MINUTE, point, minutes)
-        await self._write_aggregates(Resolution.HOUR, point, aggregate(series, start, HOUR_US))
+        rows = await self._read_aggregates(Resolution.MINUTE, point, start, start + HOUR_US)
+        if len(rows):
+            await self._write_aggregates(Resolution.HOUR, point, reaggregate(rows, start, HOUR_US))
 
     async def raw(self, point: str, start: datetime, end: datetime) -> SampleBatch:
         """A point's samples in [start, end), time-sorted, one per timestamp."""
@@ -386,17 +412,17 @@ class Archive(abc.ABC):
         return to_bins(point, plan, rows)
 
     async def _flush_point(self, point: str, start_us: int, end_us: int) -> None:
-        """Roll up this point's pending hours in range first, so a query never misses recent writes."""
+        """Roll up this point's pending minutes in range first, so a query never misses recent writes."""
         pending = self._dirty.get(point)
         if not pending:
             return
-        hours = [h for h in pending if start_us // HOUR_US <= h <= (end_us - 1) // HOUR_US]
-        for h in hours:
-            pending.discard(h)
+        first, last = start_us // HOUR_US, (end_us - 1) // HOUR_US
+        minutes = {m for m in pending if first <= m * MINUTE_US // HOUR_US <= last}
+        pending -= minutes
         try:
-            await asyncio.gather(*(self._rollup_hour(point, h) for h in hours))
+            await asyncio.gather(*(self._rollup(point, h, span) for h, span in _hour_spans(minutes)))
         except BaseException:
-            pending.update(hours)
+            pending.update(minutes)
             raise
 
     async def binned_many(
@@ -412,6 +438,17 @@ class Archive(abc.ABC):
             if unknown:
                 raise UnknownPointError(unknown)
         return {s.point: s for s in await self._read_latest(points)}
+
+
+def _hour_spans(minutes: Iterable[int]) -> list[tuple[int, tuple[int, int]]]:
+    """Minutes grouped by hour, each hour's as the span [first, last + 1) that covers them."""
+    spans: dict[int, tuple[int, int]] = {}
+    per_hour = HOUR_US // MINUTE_US
+    for m in minutes:
+        h = m // per_hour
+        lo, hi = spans.get(h, (m, m + 1))
+        spans[h] = (min(lo, m), max(hi, m + 1))
+    return sorted(spans.items())
 
 
 def _latest_rows(b: SampleBatch) -> list[LatestRow]:

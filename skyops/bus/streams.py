@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import redis.asyncio as aioredis
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -32,6 +32,8 @@ EMBEDDED_SERVER_KEY = "skyops-embedded"
 # Enough to walk a large pending list in a few round trips without one huge reply.
 _RECLAIM_PAGE = 1000
 _COUNT_PAGE = 1000
+# Roughly what Redis stores per stream entry besides the payload: id, field names, producer time.
+_ENTRY_OVERHEAD_BYTES = 48
 
 
 class NoSuchGroupError(SkyopsError, LookupError):
@@ -57,9 +59,16 @@ def open_redis(url: str | None) -> aioredis.Redis:
 class StreamRetention(BaseModel):
     """How long a stream keeps entries: the "Mon Queue" retention.
 
-    Choose both bounds so that a backlog behind a stopped consumer (a down archive) survives the
-    outage: trimming never looks at acknowledgements, so whatever is older than `max_age` or beyond
-    `max_len` is gone whether it was consumed or not.
+    By default trimming never looks at acknowledgements: whatever is older than `max_age` or beyond
+    `max_len` is gone whether it was consumed or not, so choose both bounds so that a backlog behind
+    a stopped consumer (a down archive) survives the outage.
+
+    With `keep_unacknowledged`, `max_age` and `max_bytes` are soft: they only trim entries every
+    consumer group of the stream has acknowledged, so a backlog is kept however old it gets, and the
+    stream can stay a short buffer (the archive is the history). Only the hard caps, `max_len` and
+    `hard_max_bytes`, then trim entries a group still needs; the bus counts them in
+    `Bus.trimmed_unacknowledged` and logs an error. In that mode the bounds are applied every
+    `age_trim_every` publishes, so a stream may exceed them by that many entries in between.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -69,6 +78,16 @@ class StreamRetention(BaseModel):
     age_trim_every: int = Field(
         default=100, gt=0, description="publishes between two age trims of a stream (one XTRIM each)"
     )
+    keep_unacknowledged: bool = Field(
+        default=False, description="soft bounds never trim what a consumer group has not acknowledged"
+    )
+    max_bytes: int | None = Field(
+        default=None, gt=0,
+        description="approximate payload budget: above it, every entry all groups acknowledged is trimmed",
+    )
+    hard_max_bytes: int | None = Field(
+        default=None, gt=0, description="approximate payload cap: above it, the oldest entries go, acknowledged or not"
+    )
 
     @field_validator("max_age")
     @classmethod
@@ -76,6 +95,14 @@ class StreamRetention(BaseModel):
         if value <= timedelta(0):
             raise ValueError("max_age must be positive")
         return value
+
+    @model_validator(mode="after")
+    def _ordered_budgets(self) -> StreamRetention:
+        if self.max_bytes is not None and not self.keep_unacknowledged:
+            raise ValueError("max_bytes is a soft budget and needs keep_unacknowledged; a hard cap is hard_max_bytes")
+        if self.max_bytes is not None and self.hard_max_bytes is not None and self.hard_max_bytes < self.max_bytes:
+            raise ValueError(f"hard_max_bytes ({self.hard_max_bytes}) must be >= max_bytes ({self.max_bytes})")
+        return self
 
     @property
     def max_age_ms(self) -> int:
@@ -153,11 +180,24 @@ class Bus:
         self.clock: Clock = clock or SystemClock()
         # Entries published per stream since its last age trim; a stream not seen yet is due at once.
         self._since_age_trim: dict[str, int] = {}
+        # Mean size of the entries published per stream (payload and fields): turns byte budgets into lengths.
+        self._entry_bytes: dict[str, float] = {}
+        # Entries a hard cap trimmed before every consumer group had acknowledged them (approximate).
+        self.trimmed_unacknowledged: dict[str, int] = {}
 
     # -- producing ---------------------------------------------------------------------------------
 
     def _fields(self) -> dict[bytes, bytes]:
         return {PRODUCED_FIELD: str(to_us(self.clock.now())).encode("ascii")}
+
+    def _xadd_maxlen(self, retention: StreamRetention) -> int | None:
+        # Trimming unacknowledged entries is left to the periodic check, which counts what it loses.
+        return None if retention.keep_unacknowledged else retention.max_len
+
+    def _note_sizes(self, stream: str, payloads: Sequence[bytes]) -> None:
+        size = sum(len(p) for p in payloads) / len(payloads) + _ENTRY_OVERHEAD_BYTES
+        old = self._entry_bytes.get(stream)
+        self._entry_bytes[stream] = size if old is None else old + (size - old) * 0.1
 
     async def publish(self, stream: str, payload: bytes, *, retention: StreamRetention) -> str:
         """Append one batch to `stream` and return its entry id; old entries are trimmed on the way."""
@@ -165,8 +205,9 @@ class Bus:
         fields[PAYLOAD_FIELD] = payload
         with _redis_errors(stream):
             entry_id = _text(
-                await self.redis.xadd(stream, fields, maxlen=retention.max_len, approximate=True)  # type: ignore[arg-type]
+                await self.redis.xadd(stream, fields, maxlen=self._xadd_maxlen(retention), approximate=True)  # type: ignore[arg-type]
             )
+        self._note_sizes(stream, (payload,))
         await self._age_trim_if_due(stream, retention, published=1, newest_id=entry_id)
         return entry_id
 
@@ -175,13 +216,15 @@ class Bus:
         if not payloads:
             return []
         header = self._fields()
+        maxlen = self._xadd_maxlen(retention)
         with _redis_errors(stream):
             async with self.redis.pipeline(transaction=False) as pipe:
                 for payload in payloads:
                     fields = {**header, PAYLOAD_FIELD: payload}
-                    pipe.xadd(stream, fields, maxlen=retention.max_len, approximate=True)  # type: ignore[arg-type]
+                    pipe.xadd(stream, fields, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
                 replies: list[Any] = await pipe.execute()
         ids = [_text(reply) for reply in replies]
+        self._note_sizes(stream, payloads)
         await self._age_trim_if_due(stream, retention, published=len(ids), newest_id=ids[-1])
         return ids
 
@@ -197,14 +240,101 @@ class Bus:
             self._since_age_trim[stream] = count
             return
         self._since_age_trim[stream] = 0
-        cutoff_ms = entry_id_ms(newest_id) - retention.max_age_ms
-        await self._trim_minid(stream, cutoff_ms, exact=False)
+        await self._apply_retention(stream, retention, cutoff_ms=entry_id_ms(newest_id) - retention.max_age_ms,
+                                    exact=False, by_length=False)
 
-    async def _trim_minid(self, stream: str, cutoff_ms: int, *, exact: bool) -> int:
-        if cutoff_ms <= 0:
+    async def _apply_retention(
+        self, stream: str, retention: StreamRetention, *, cutoff_ms: int, exact: bool, by_length: bool
+    ) -> int:
+        """Trim `stream` by `retention` with entries older than `cutoff_ms` due by age; returns how many went.
+
+        The one place retention is applied: every Nth publish and an explicit `trim` both come here.
+        """
+        if not retention.keep_unacknowledged:
+            removed = await self._trim_minid(stream, f"{cutoff_ms}-0", exact=exact)
+            if by_length or retention.hard_max_bytes is not None:  # else XADD's MAXLEN keeps the length
+                with _redis_errors(stream):
+                    removed += await self.redis.xtrim(stream, maxlen=await self._hard_len(stream, retention),
+                                                      approximate=not exact)
+            return removed
+        with _redis_errors(stream):
+            length: int = await self.redis.xlen(stream)
+        if not length:
+            return 0
+        floor, needed = await self._unacknowledged_floor(stream, length)
+        soft: tuple[int, int] | None = (cutoff_ms, 0)
+        budget = retention.max_bytes
+        if budget is not None and length * await self._mean_entry_bytes(stream) > budget:
+            soft = None  # over the byte budget: whatever every group acknowledged may go
+        if floor is not None:
+            soft = floor if soft is None else min(soft, floor)
+        removed = 0
+        if soft is not None:
+            removed = await self._trim_minid(stream, f"{soft[0]}-{soft[1]}", exact=exact)
+        elif budget is not None:  # no group to protect: down to the budget
+            keep = max(1, int(budget // await self._mean_entry_bytes(stream)))
+            with _redis_errors(stream):
+                removed = await self.redis.xtrim(stream, maxlen=keep, approximate=not exact)
+        left = length - removed
+        hard = await self._hard_len(stream, retention)
+        if left > hard:
+            # The safety cap: memory before the backlog. What goes was not acknowledged by every group.
+            lost = max(0, min(needed, left) - hard)
+            with _redis_errors(stream):
+                removed += await self.redis.xtrim(stream, maxlen=hard, approximate=False)
+            if lost:
+                self.trimmed_unacknowledged[stream] = self.trimmed_unacknowledged.get(stream, 0) + lost
+                log.error(
+                    "stream %s reached its hard cap (%d entries): about %d entries no consumer group had "
+                    "acknowledged yet were trimmed and are lost (%d so far); a consumer is down or too slow",
+                    stream, hard, lost, self.trimmed_unacknowledged[stream],
+                )
+        return removed
+
+    async def _hard_len(self, stream: str, retention: StreamRetention) -> int:
+        """`max_len`, or fewer entries when `hard_max_bytes` says so."""
+        if retention.hard_max_bytes is None:
+            return retention.max_len
+        return max(1, min(retention.max_len, int(retention.hard_max_bytes // await self._mean_entry_bytes(stream))))
+
+    async def _mean_entry_bytes(self, stream: str) -> float:
+        size = self._entry_bytes.get(stream)
+        if size is None:
+            # Not published through this bus (an explicit trim): the newest entry stands for the others.
+            newest = await self.newest(stream)
+            size = (len(newest.payload) if newest is not None else 0) + _ENTRY_OVERHEAD_BYTES
+        return size
+
+    async def _unacknowledged_floor(self, stream: str, length: int) -> tuple[tuple[int, int] | None, int]:
+        """The smallest entry id some consumer group still needs (None: no group), and the largest backlog.
+
+        A group needs its oldest pending entry and everything after its last delivered one; what lies
+        below every group's need has been acknowledged by all of them.
+        """
+        with _redis_errors(stream):
+            groups: list[dict[str, Any]] = await self.redis.xinfo_groups(stream)
+        floor: tuple[int, int] | None = None
+        needed = 0
+        for info in groups:
+            pending = int(info["pending"])
+            ms, seq = _id_key(_text(info["last-delivered-id"]))
+            need = (ms, seq + 1)
+            if pending:
+                with _redis_errors(stream, _text(info["name"])):
+                    summary: Any = await self.redis.xpending(stream, info["name"])
+                if summary.get("min") is not None:
+                    need = min(need, _id_key(_text(summary["min"])))
+            floor = need if floor is None else min(floor, need)
+            undelivered = info.get("lag")
+            # Unknown after deletions (XINFO says nil): count everything, the cautious side for the loss figure.
+            needed = max(needed, pending + (length if undelivered is None else int(undelivered)))
+        return floor, needed
+
+    async def _trim_minid(self, stream: str, minid: str, *, exact: bool) -> int:
+        if _id_key(minid) <= (0, 0):
             return 0
         with _redis_errors(stream):
-            removed: int = await self.redis.xtrim(stream, minid=f"{cutoff_ms}-0", approximate=not exact)
+            removed: int = await self.redis.xtrim(stream, minid=minid, approximate=not exact)
         return removed
 
     async def trim(
@@ -215,18 +345,18 @@ class Bus:
         now: datetime | None = None,
         exact: bool = False,
     ) -> int:
-        """Remove entries older than `now - max_age` and beyond `max_len`; returns how many went.
+        """Apply `retention` now (as publishing does every Nth entry); returns how many entries went.
 
-        `now` defaults to the bus clock (it must agree with the Redis server's clock, which stamps
-        the ids). Approximate trimming (the default) only drops whole internal nodes, so a few old
-        entries may linger until their node is entirely old; `exact=True` costs more and drops
-        every one of them. Nothing younger than the window is ever removed, acknowledged or not.
+        Removes entries older than `now - max_age` and beyond `max_len` (with `keep_unacknowledged`,
+        see `StreamRetention`). `now` defaults to the bus clock (it must agree with the Redis
+        server's clock, which stamps the ids). Approximate trimming (the default) only drops whole
+        internal nodes, so a few old entries may linger until their node is entirely old;
+        `exact=True` costs more and drops every one of them. Nothing younger than the window is ever
+        removed by age, acknowledged or not.
         """
         when = require_utc(now if now is not None else self.clock.now(), what="trim time")
-        cutoff_ms = to_us(when) // 1000 - retention.max_age_ms
-        removed = await self._trim_minid(stream, cutoff_ms, exact=exact)
-        with _redis_errors(stream):
-            removed += await self.redis.xtrim(stream, maxlen=retention.max_len, approximate=not exact)
+        removed = await self._apply_retention(stream, retention, cutoff_ms=to_us(when) // 1000 - retention.max_age_ms,
+                                              exact=exact, by_length=True)
         self._since_age_trim[stream] = 0
         return removed
 

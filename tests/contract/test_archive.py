@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import numpy as np
 import pytest
 
+from skyops.archive.binning import Resolution
 from skyops.archive.cassandra import CassandraArchive
 from skyops.archive.port import Archive, LogQuery
 from skyops.archive.sqlite import SqliteArchive
@@ -148,6 +149,33 @@ async def test_long_ranges_read_hourly_aggregates(archive: Archive) -> None:
     assert len(b) <= 200
     assert int(b.count.sum()) == n
     assert float(np.nanmax(b.vmax)) == n - 1
+
+
+async def test_flushing_as_data_arrives_gives_the_hour_that_one_flush_of_the_whole_hour_gives(
+    archive: Archive,
+) -> None:
+    point, n = "lasilla.asm.wind_speed", 3600
+    start = to_us(T0 - timedelta(minutes=30))  # the hour boundary falls inside the run
+    ts = start + np.arange(n, dtype=np.int64) * 1_000_000
+    vals = np.cos(np.arange(n) / 50.0) * 7
+    vals[::61] = np.nan
+    for lo in range(0, n, 30):  # 30 s per write and a flush after each, as the dispatcher does
+        await archive.write_samples(SampleBatch.from_floats([point], np.zeros(30), ts[lo:lo + 30], vals[lo:lo + 30]))
+        assert archive.dirty_hours() in (1, 2)
+        await archive.flush_aggregates()
+    assert archive.dirty_hours() == 0
+    span = (T0 - timedelta(hours=1), T0 + timedelta(hours=1))
+    incremental = await archive.aggregates(point, Resolution.HOUR, *span)
+    assert await archive.rebuild_aggregates([point], *span) == 3  # 22:58 → 00:58: three hours, two with data
+    rebuilt = await archive.aggregates(point, Resolution.HOUR, *span)
+    assert incremental.count.tolist() == rebuilt.count.tolist()
+    assert len(rebuilt) == 2 and int(rebuilt.count.sum()) == int(np.isfinite(vals).sum())
+    assert incremental.bad_count.tolist() == rebuilt.bad_count.tolist()
+    for name in ("vmin", "vmax", "vsum", "vsumsq", "first", "last"):
+        assert np.allclose(getattr(incremental, name), getattr(rebuilt, name), rtol=1e-12), name
+    assert incremental.first_us.tolist() == rebuilt.first_us.tolist()
+    minutes = await archive.aggregates(point, Resolution.MINUTE, *span)
+    assert len(minutes) == 60 and int(minutes.count.sum()) == int(np.isfinite(vals).sum())
 
 
 async def test_latest_keeps_the_newest_sample_whatever_the_write_order(archive: Archive) -> None:

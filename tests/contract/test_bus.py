@@ -503,3 +503,97 @@ async def test_a_consumer_restarted_upgraded_under_its_name_takes_its_newer_entr
     assert saw == [V99]
     assert after.health() == (True, "")
     assert await rig.bus.pending_count(stream, "archive") == 0
+
+
+# --- retention that keeps what a consumer group has not acknowledged (the Mon Queue) -----------------
+
+KEEPING = StreamRetention(max_len=100_000, max_age=timedelta(minutes=10), keep_unacknowledged=True,
+                          age_trim_every=100_000)
+
+
+async def test_kept_unacknowledged_entries_outlive_the_age_window_and_acknowledged_ones_do_not(rig: Rig) -> None:
+    stream = rig.key("mon.samples")
+    await rig.bus.ensure_group(stream, "archive")
+    await rig.bus.ensure_group(stream, "alarms")
+    ids = await rig.bus.publish_many(stream, payloads(10), retention=KEEPING)
+    # The alarms group read and acknowledged everything; the archive (down) got the first 6, acked 3.
+    alarms = await drain(rig.bus, stream, "alarms", "a1")
+    await rig.bus.ack(stream, "alarms", [e.id for e in alarms])
+    archive = await rig.bus.read(stream, "archive", "d1", count=6)
+    await rig.bus.ack(stream, "archive", [e.id for e in archive[:3]])
+
+    # Hours later: by age everything could go, but only what both groups acknowledged does.
+    now = from_us(entry_id_ms(ids[-1]) * 1000) + timedelta(hours=3)
+    assert await rig.bus.trim(stream, retention=KEEPING, now=now, exact=True) == 3
+    kept = await stored_ids(rig.bus, stream)
+    assert kept == ids[3:]
+    assert rig.bus.trimmed_unacknowledged.get(stream, 0) == 0
+    # The archive comes back and gets every entry it had not acknowledged.
+    backlog = StreamConsumer(rig.bus, stream=stream, group="archive", consumer="d2", handler=_noop, min_idle_ms=0,
+                             block_ms=1)
+    assert await backlog.run_once() == 7  # the 3 left pending by the first consumer and the 4 never delivered
+    assert backlog.lost == 0 and backlog.reclaimed == 3
+    assert await rig.bus.trim(stream, retention=KEEPING, now=now, exact=True) == 7
+    assert await rig.bus.length(stream) == 0
+
+
+async def _noop(entries: list[Entry]) -> None:
+    return None
+
+
+async def stored_ids(bus: Bus, stream: str) -> list[str]:
+    """What the stream holds, read outside any group (a group of its own would protect the entries)."""
+    return [e.id for e in await bus.range_after(stream, "0-0", count=10_000)]
+
+
+async def test_over_the_byte_budget_acknowledged_entries_go_at_once_and_unacknowledged_ones_stay(rig: Rig) -> None:
+    stream = rig.key("mon.samples")
+    budget = KEEPING.model_copy(update={"max_bytes": 4_000, "max_age": timedelta(days=1)})
+    await rig.bus.ensure_group(stream, "archive")
+    ids = await rig.bus.publish_many(stream, payloads(40, size=500), retention=budget)  # about 22 kB
+    got = await rig.bus.read(stream, "archive", "d1", count=30)
+    await rig.bus.ack(stream, "archive", [e.id for e in got])
+
+    # Young entries, but over budget: the 30 acknowledged go, the 10 not yet read stay.
+    assert await rig.bus.trim(stream, retention=budget, exact=True) == 30
+    assert await stored_ids(rig.bus, stream) == ids[30:]
+
+
+async def test_without_any_group_the_byte_budget_alone_bounds_the_stream(rig: Rig) -> None:
+    stream = rig.key("mon.samples")
+    budget = KEEPING.model_copy(update={"max_bytes": 5_000, "max_age": timedelta(days=1)})
+    ids = await rig.bus.publish_many(stream, payloads(40, size=500), retention=budget)
+    await rig.bus.trim(stream, retention=budget, exact=True)
+    kept = await stored_ids(rig.bus, stream)
+    assert 5 <= len(kept) <= 10 and kept == ids[-len(kept):]
+
+
+async def test_the_hard_cap_trims_unacknowledged_entries_and_counts_and_logs_them(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    stream = rig.key("mon.samples")
+    capped = KEEPING.model_copy(update={"max_len": 25})
+    await rig.bus.ensure_group(stream, "archive")
+    # The first publish applies the retention (nothing to trim yet); the next check is far off.
+    ids = await rig.bus.publish_many(stream, payloads(20), retention=capped)
+    ids += await rig.bus.publish_many(stream, payloads(20), retention=capped)
+    assert await rig.bus.length(stream) == 40, "XADD itself never trims what a group has not acknowledged"
+    with caplog.at_level(logging.ERROR, logger="skyops.bus.streams"):
+        assert await rig.bus.trim(stream, retention=capped, exact=True) == 15
+    assert await stored_ids(rig.bus, stream) == ids[15:]
+    assert rig.bus.trimmed_unacknowledged[stream] == 15
+    assert "hard cap" in caplog.text and "15 entries" in caplog.text
+
+
+async def test_publishing_applies_the_kept_retention_every_nth_entry(rig: Rig) -> None:
+    stream = rig.key("mon.samples")
+    every = KEEPING.model_copy(update={"max_bytes": 2_000, "age_trim_every": 10})
+    await rig.bus.ensure_group(stream, "archive")
+    for _ in range(6):
+        for e in await rig.bus.publish_many(stream, payloads(5, size=400), retention=every) and \
+                await drain(rig.bus, stream, "archive", "d1"):
+            await rig.bus.ack(stream, "archive", [e.id])
+    await rig.bus.publish_many(stream, payloads(10, size=400), retention=every)
+    # Everything acknowledged was trimmed on the way (the byte budget holds 4 entries); the last 10 wait.
+    assert await rig.bus.length(stream) <= 15
+    assert await rig.bus.lag(stream, "archive") == 10

@@ -322,3 +322,53 @@ async def test_past_the_memory_bound_a_failing_write_stops_the_reading(bus: Bus,
     assert d.archived == 20
     assert await bus.lag(MON_SAMPLES, "archive") == 20
     await archive.close()
+
+
+class CountingArchive(SqliteArchive):
+    """Records the size of every block write."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.write_sizes: list[int] = []
+
+    async def write_samples(self, batch: SampleBatch, *, latest: bool = True) -> None:
+        self.write_sizes.append(len(batch))
+        await super().write_samples(batch, latest=latest)
+
+
+async def test_a_stop_writes_everything_held_in_bounded_writes_and_acks_it_all(bus: Bus, tmp_path: Path) -> None:
+    archive = CountingArchive(tmp_path / "c.sqlite3", points=POINTS)
+    await archive.open()
+    bounded = HOLDING.model_copy(update={"max_write_samples": 7})
+    d = Dispatcher(bus, archive, bounded, consumer="d1", clock=FakeClock(T0))
+    await bus.publish_many(MON_SAMPLES, [sweep(t) for t in range(25)], retention=RET)
+    for _ in range(3):  # 10 entries a read; holding acknowledges none
+        await d.consumer.run_once()
+    assert d.hold.held_samples == 50 and archive.write_sizes == []
+    await d.drain()
+    assert max(archive.write_sizes) == 7 and sum(archive.write_sizes) == 50
+    assert d.hold.held_samples == 0 and await bus.lag(MON_SAMPLES, "archive") == 0
+    got = await archive.raw("lasilla.asm.seeing", T0, T0 + timedelta(minutes=1))
+    assert len(got) == 25
+    await archive.close()
+
+
+async def test_a_held_backlog_is_written_in_bounded_writes(bus: Bus, tmp_path: Path) -> None:
+    archive = CountingArchive(tmp_path / "c.sqlite3", points=POINTS)
+    await archive.open()
+    clock = FakeClock(T0)
+    bounded = HOLDING.model_copy(update={"max_write_samples": 8, "max_held_samples": 30})
+    d = Dispatcher(bus, archive, bounded, consumer="d1", clock=clock)
+    await bus.publish_many(MON_SAMPLES, [sweep(t) for t in range(40)], retention=RET)
+    for _ in range(4):  # past 30 held samples the dispatcher writes in line, 8 at a time
+        await d.consumer.run_once()
+    clock.advance(timedelta(minutes=2))
+    await d.tick()
+    await d.settle()
+    while d.hold.held_samples:
+        clock.advance(timedelta(seconds=1))
+        await d.tick()
+        await d.settle()
+    assert archive.write_sizes and max(archive.write_sizes) <= 8 and sum(archive.write_sizes) == 80
+    assert await bus.lag(MON_SAMPLES, "archive") == 0
+    await archive.close()

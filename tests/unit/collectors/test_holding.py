@@ -153,3 +153,70 @@ def test_strings_survive_holding_and_the_string_table_is_compacted() -> None:
     latest = h.latest()
     assert latest is not None and {s.point: s.value for s in latest.samples()} == {"a.fast.x": "OB-1499",
                                                                                     "a.slow.y": 13.0}
+
+
+def test_a_steady_stream_is_held_in_a_bounded_number_of_reused_segments() -> None:
+    """An hour of a steady stream, written as blocks complete: the row segments stop growing once the hold is full."""
+    points = tuple(f"a.fast.p{i}" for i in range(50))
+    h = SampleHold(lambda p: 10 * S, POLICY, segment_rows=512)
+    segments = []
+    for t in range(3600):
+        h.add(f"e{t}", sweep(t, points), now_us=T0 + t * S)
+        if h.due(T0 + t * S):
+            r = h.release(T0 + t * S)
+            assert r is not None
+            h.commit(r)
+        segments.append(h.segments)
+    # 12 s of 50 points wait at most (a 10 s block and its 2 s grace): 600 rows, 2-3 segments and the spares.
+    assert max(segments[60:]) == max(segments[60:120]) <= 6
+    assert h.held_samples <= 12 * 50
+    assert h.held_bytes <= 6 * 512 * 39
+
+
+def test_a_write_carries_at_most_max_release_samples_oldest_first() -> None:
+    h = hold(HoldPolicy.from_seconds(hold_s=30, grace_s=2, max_samples=10_000, max_release=5))
+    for t in range(6):
+        h.add(f"e{t}", sweep(t), now_us=T0)
+    r = h.release(T0, everything=True)
+    assert r is not None and len(r.batch) == 5 and not r.everything
+    assert sorted(r.batch.ts_us.tolist()) == [T0, T0, T0 + S, T0 + S, T0 + 2 * S]
+    assert [d.entry_id for d in h.commit(r)] == ["e0", "e1"]
+    written = 5
+    while (r := h.release(T0, everything=True)) is not None:
+        assert len(r.batch) <= 5
+        written += len(r.batch)
+        h.commit(r)
+    assert written == 12 and h.held_samples == 0 and h.entry_ids() == []
+
+
+def test_samples_added_while_a_write_is_in_flight_stay_held_after_its_commit() -> None:
+    h = hold(HoldPolicy.from_seconds(hold_s=30, grace_s=2, max_samples=10_000))
+    h.add("e0", sweep(0), now_us=T0)
+    r = h.release(T0, everything=True)
+    assert r is not None
+    h.add("e1", sweep(1), now_us=T0)  # arrives during the write
+    assert [d.entry_id for d in h.commit(r)] == ["e0"]
+    assert h.held_samples == 2 and h.entry_ids() == ["e1"]
+    rest = h.release(T0, everything=True)
+    assert rest is not None and rest.batch.ts_us.tolist() == [T0 + S, T0 + S]
+
+
+def test_bad_policies_are_refused() -> None:
+    with pytest.raises(ValueError, match="max_release"):
+        HoldPolicy.from_seconds(hold_s=30, grace_s=2, max_samples=10, max_release=-1)
+    with pytest.raises(ValueError, match="segment_rows"):
+        SampleHold(BLOCK.__getitem__, POLICY, segment_rows=0)
+
+
+def test_a_point_running_ahead_does_not_flush_the_blocks_of_the_others() -> None:
+    h = hold()
+    for t in range(5):
+        h.add(f"e{t}", sweep(t), now_us=T0 + t * S)
+    # One source's clock is an hour ahead: its own block is complete, nobody else's is.
+    h.add("skewed", sweep(3600, ("a.slow.y",)), now_us=T0 + 5 * S)
+    r = h.release(T0 + 5 * S)
+    assert r is not None and set(r.batch.points[i] for i in r.batch.point_idx.tolist()) == {"a.slow.y"}
+    assert len(r.batch) == 5  # the slow point's first minute, not the fast point's open 10-s block
+    h.commit(r)
+    assert h.release(T0 + 5 * S) is None
+    assert h.held_samples == 6
