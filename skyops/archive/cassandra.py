@@ -16,7 +16,7 @@ import numpy.typing as npt
 from cassandra import AlreadyExists, ConsistencyLevel
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, ResponseFuture, Session
 from cassandra.concurrent import execute_concurrent
-from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+from cassandra.policies import DCAwareRoundRobinPolicy, ExponentialReconnectionPolicy, TokenAwarePolicy
 from cassandra.query import (
     UNSET_VALUE,
     BatchStatement,
@@ -157,6 +157,9 @@ class CassandraArchive(Archive):
             execution_profiles={EXEC_PROFILE_DEFAULT: profile},
             connect_timeout=self.connect_timeout,
             protocol_version=5,
+            # The driver's default waits up to 10 min between tries: a node back after an outage would stay
+            # "down" for the archive long after it answers. Writers hold their backlog meanwhile, so try often.
+            reconnection_policy=ExponentialReconnectionPolicy(base_delay=1.0, max_delay=10.0),
         )
         return self._cluster.connect()
 

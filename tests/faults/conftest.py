@@ -3,25 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 from sqlalchemy import make_url
 
-from config_db.loader import default_path
 from planner.config import load_site
 from planner.ephemeris import compute_night
 from planner.service import night_of
 from skyops.archive.cassandra import CassandraArchive
 from skyops.opdb import make_engine, upgrade
 from tests.faults import harness
-from tests.support.processes import Processes, wait_for
+from tests.support.processes import Processes, fast_alarms, fast_monitoring, listening, wait_for
 from tests.support.servers import OwnCassandra, OwnRedis
 
 
@@ -42,29 +39,6 @@ def fault_servers() -> Iterator[FaultServers]:
     finally:
         servers.redis.remove()
         servers.cassandra.remove()
-
-
-def _fast_alarms(path: Path) -> Path:
-    """The shipped rules with no activation delay and 5 s clear delays, so transitions happen within a test."""
-    data: dict[str, Any] = yaml.safe_load(default_path("alarms.yaml").read_text())
-    for rule in data["rules"]:
-        if "activation_delay_s" in rule:
-            rule["activation_delay_s"] = dict.fromkeys(rule["activation_delay_s"], 0)
-        if "clear_delay_s" in rule:
-            rule["clear_delay_s"] = min(5, rule["clear_delay_s"])
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-def _fast_monitoring(path: Path) -> Path:
-    """The shipped monitoring config; the ASM polled every second (a lost sample leaves a visible gap) and
-    samples held 5 s (not 30) by the dispatcher, so a check need not wait long."""
-    data: dict[str, Any] = yaml.safe_load(default_path("monitoring.yaml").read_text())
-    for source in data["sources"]["asm"]:
-        source["poll_period_s"] = 1
-    data["dispatcher"]["hold_s"] = 5
-    path.write_text(yaml.safe_dump(data))
-    return path
 
 
 @dataclass
@@ -104,16 +78,24 @@ def platform(fault_servers: FaultServers, postgres_url: str,
     s = harness.platform_env(redis_url=fault_servers.redis.url, cassandra_hosts=cassandra.hosts,
                              cassandra_port=cassandra.port, keyspace=keyspace, sql_url=sql_url,
                              var_dir=tmp / "var", clock_start=night_time, clock_anchor=wall)
-    s.env["SKYOPS_ALARMS_RULES_FILE"] = str(_fast_alarms(tmp / "alarms.yaml"))
-    procs = Processes(s.env, tmp / "logs", harness.commands(s, config=_fast_monitoring(tmp / "mon.yaml"),
-                                                                     p2_state=tmp / "p2"))
+    # No activation delay and 5 s clear delays, so transitions happen within a test.
+    s.env["SKYOPS_ALARMS_RULES_FILE"] = str(fast_alarms(tmp / "alarms.yaml"))
+    procs = Processes(s.env, tmp / "logs", harness.commands(s, config=fast_monitoring(tmp / "mon.yaml"),
+                                                            p2_state=tmp / "p2"))
     try:
-        for name in procs.commands:
+        # The simulators first: clients that find them down back off for up to tens of seconds.
+        for name in harness.SIMULATORS:
+            procs.start(name)
+        for name in harness.SIMULATORS:
+            wait_for(f"the {name} simulator listening", functools.partial(listening, s.ports[name]), procs, 120,
+                     period_s=0.2)
+        for name in procs.commands.keys() - set(harness.SIMULATORS):  # at once: each spends seconds importing
             procs.start(name)
         wait_for("tonight's plan in P2's VES", lambda: True if harness.p2_ves(s) else None, procs, 240,
-                         period_s=2)
+                 period_s=0.5)
         for name, (stream, group) in harness.CONSUMER_GROUPS.items():
-            wait_for(f"{name}'s group {group} on {stream}", harness.lag_of(s, stream, group), procs, 120)
+            wait_for(f"{name}'s group {group} on {stream}", harness.lag_of(s, stream, group), procs, 120,
+                     period_s=0.5)
         yield RunningPlatform(s, procs)
     finally:
         codes = procs.stop()

@@ -44,6 +44,8 @@ CONSUMER_GROUPS = {
     "ves-sync": (PLAN_EVENTS, "ves_sync"),
 }
 
+SIMULATORS = ("asm", "telescope", "p2")  # the names of their processes and of their ports in `Scenario.ports`
+
 
 @dataclass
 class Scenario:

@@ -63,7 +63,7 @@ def settle_and_check(p: RunningPlatform, start: datetime, sent: list[str], *, sa
             return True if ledger.ok else None
 
         try:
-            wait_for(what, probe, procs, timeout_s, period_s=3)
+            wait_for(what, probe, procs, timeout_s, period_s=1)
         except AssertionError:
             raise AssertionError(f"{what}: {last[0].problems if last else 'never checked'}\n{procs.tails()}") from None
         counts.update(last[0].counts)
@@ -119,7 +119,7 @@ def test_kill_9_a_consumer_mid_scenario_loses_and_duplicates_nothing(platform: R
         harness.request_replan(s, f"fault suite: {service} killed")
         pause(5)  # the others keep producing into its backlog
         procs.start(service)
-        pause(3)
+        procs.ready(service, s.redis_url)  # back at work before the wind calms down
 
     start, sent = wind_scenario_with(platform, kill_and_restart)
     counts = settle_and_check(platform, start, sent, sample_points=WEATHER_POINTS)
@@ -191,15 +191,16 @@ def test_p2_down_raises_the_ves_sync_alarm_which_clears_after_recovery(platform:
             harness.request_replan(s, "fault suite: P2 down")
             return True if "raise" in ves_alarm_actions() else None
 
-        wait_for("the VES-sync alarm", raised, None, 180, period_s=5)
+        wait_for("the VES-sync alarm", raised, None, 180, period_s=2)
     finally:
         procs.start("p2")
     harness.request_replan(s, "fault suite: P2 back")
+
     def cleared() -> bool | None:
         transitions = [a for a in ves_alarm_actions() if a in ("raise", "change", "clear")]
         return True if transitions[-1:] == ["clear"] else None
 
-    wait_for("the VES-sync alarm to clear", cleared, procs, 180, period_s=3)
+    wait_for("the VES-sync alarm to clear", cleared, procs, 180, period_s=1)
     wait_for("the VES sync to catch up",
                      lambda: True if harness.group_lag(s.redis_url, PLAN_EVENTS, "ves_sync") == 0 else None,
                      procs, 120)

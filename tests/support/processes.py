@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import redis
@@ -55,6 +57,12 @@ class Processes:
             proc.kill()
             return proc.wait(timeout=10)
 
+    def ready(self, name: str, redis_url: str, timeout_s: float = 120) -> None:
+        """Wait until `name`'s current process has written its first heartbeat: its parts are running."""
+        pid = self.procs[name].pid
+        wait_for(f"{name} (pid {pid}) running", lambda: True if pid in heartbeat_pids(redis_url) else None, self,
+                 timeout_s, period_s=0.2)
+
     def log(self, name: str) -> str:
         return (self.logs / f"{name}.{self.starts[name]}.log").read_text(errors="replace")
 
@@ -82,8 +90,11 @@ class Processes:
 
 
 def wait_for(what: str, probe: Callable[[], T | None], procs: Processes | None, timeout_s: float,
-             period_s: float = 1.0, check_alive: bool = True) -> T:
-    """Poll `probe` (real processes: real time) until it answers something, or fail with every process's log tail."""
+             period_s: float = 0.5, check_alive: bool = True) -> T:
+    """Poll `probe` (real processes: real time) until it answers something, or fail with every process's log tail.
+
+    With SKYOPS_TEST_TRACE_WAITS set, each wait prints how long it took (run pytest with -s): where a suite's
+    time goes."""
     deadline = time.monotonic() + timeout_s
     last_error = ""
     while time.monotonic() < deadline:
@@ -94,10 +105,31 @@ def wait_for(what: str, probe: Callable[[], T | None], procs: Processes | None, 
         except (httpx.HTTPError, OSError, redis.RedisError) as exc:
             found, last_error = None, f"{type(exc).__name__}: {exc}"
         if found is not None:
+            if os.environ.get("SKYOPS_TEST_TRACE_WAITS"):
+                print(f"[wait] {time.monotonic() - deadline + timeout_s:6.1f} s  {what}", file=sys.stderr, flush=True)
             return found
         time.sleep(period_s)
     logs = procs.tails() if procs is not None else ""
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what} {last_error}\n{logs}")
+
+
+def listening(port: int) -> bool | None:
+    """True once something accepts TCP connections on loopback `port` (a server process is up)."""
+    with socket.socket() as s:
+        s.settimeout(1)
+        return True if s.connect_ex(("127.0.0.1", port)) == 0 else None
+
+
+def heartbeat_pids(redis_url: str) -> set[int]:
+    """The process ids of every running part's newest heartbeat (what `skyops status` reads)."""
+    from deploy.runner import HEARTBEATS_KEY, Heartbeat
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        beats = [Heartbeat.decode(raw) for raw in client.hvals(HEARTBEATS_KEY)]
+    finally:
+        client.close()
+    return {b.pid for b in beats if b.state == "running"}
 
 
 def plan_events(redis_url: str) -> list[PlanEvent]:
@@ -107,3 +139,36 @@ def plan_events(redis_url: str) -> list[PlanEvent]:
         return [decode_plan_event(fields[b"d"]) for _, fields in client.xrange(PLAN_EVENTS)]
     finally:
         client.close()
+
+
+def fast_alarms(path: Path, *, clear_s: dict[str, float] | None = None, default_clear_s: float = 5) -> Path:
+    """The shipped alarm rules with no activation delay and short clear delays (`clear_s` by rule name), so
+    transitions happen within a test; written to `path` for SKYOPS_ALARMS_RULES_FILE."""
+    import yaml
+
+    from config_db.loader import default_path
+
+    data: dict[str, Any] = yaml.safe_load(default_path("alarms.yaml").read_text())
+    for rule in data["rules"]:
+        if "activation_delay_s" in rule:
+            rule["activation_delay_s"] = dict.fromkeys(rule["activation_delay_s"], 0)
+        if "clear_delay_s" in rule:
+            rule["clear_delay_s"] = (clear_s or {}).get(rule["name"], min(default_clear_s, rule["clear_delay_s"]))
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def fast_monitoring(path: Path, *, poll_s: float = 1, hold_s: float = 5) -> Path:
+    """The shipped monitoring config with the ASM polled every `poll_s` (a lost sample leaves a visible gap, a
+    scenario step is seen at once) and samples held `hold_s` (not 30) by the dispatcher, so a check need not
+    wait long; written to `path` for `skyops run collectors|dispatcher --config`."""
+    import yaml
+
+    from config_db.loader import default_path
+
+    data: dict[str, Any] = yaml.safe_load(default_path("monitoring.yaml").read_text())
+    for source in data["sources"]["asm"]:
+        source["poll_period_s"] = poll_s
+    data["dispatcher"]["hold_s"] = hold_s
+    path.write_text(yaml.safe_dump(data))
+    return path
