@@ -221,9 +221,10 @@ class DispatcherConfig(_Strict):
     block_grace_s: float = Field(default=2.0, ge=0, description="late data a complete block still waits for")
     max_held_samples: int = Field(default=2_000_000, gt=0,
                                   description="memory bound: beyond it everything held is written at once")
-    max_write_samples: int = Field(default=250_000, gt=0, description=(
+    max_write_samples: int = Field(default=1_000_000, gt=0, description=(
         "samples in one archive write at most: a backlog is written in writes of this size, so the "
-        "dispatcher's memory does not grow with it"))
+        "dispatcher's memory does not grow with it (250,000 halved the Cassandra ingest rate: each write "
+        "ramps its requests in flight up and down again)"))
     latest_every_s: float = Field(default=1.0, gt=0, description="how often held samples update the latest values")
     live_fanout: bool = Field(default=False, description=(
         "also re-publish every batch on the live.samples pub/sub channel (group live_group); the HMI "

@@ -56,6 +56,6 @@ def test_bad_stream_retentions_are_refused(config: dict[str, Any]) -> None:
 
 
 def test_a_write_of_held_samples_is_bounded() -> None:
-    assert DispatcherConfig().max_write_samples <= 500_000
+    assert DispatcherConfig().max_write_samples <= 1_000_000
     with pytest.raises(ValidationError, match="max_write_samples"):
         DispatcherConfig(max_write_samples=0)
