@@ -26,13 +26,10 @@ import argparse
 import asyncio
 import contextlib
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,7 +37,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import yaml
-from sqlalchemy import Engine, make_url, select
+from sqlalchemy import Engine, select
 
 from bench.common import Result, p, print_table, ratio, write_results
 from deploy.clocks import AnchoredClock
@@ -51,11 +48,12 @@ from planner.service import night_of
 from skyops.bus import PAYLOAD_FIELD, Bus, StreamRetention
 from skyops.codec import decode_alarm_events, encode_samples
 from skyops.messages import ConsequenceKind, PlanEvent, decode_plan_event
-from skyops.opdb import make_engine, make_sessionmaker, upgrade
+from skyops.opdb import make_engine, make_sessionmaker
 from skyops.records import Sample, SampleBatch
 from skyops.streams import ALARM_EVENTS, MON_SAMPLES, PLAN_EVENTS
 from skyops.timeutil import require_utc
 from tests.support.processes import Processes
+from tests.support.servers import free_port, own_schema, private_redis
 from ves_sync.models import SyncedNight
 from ves_sync.store import VesSyncStore
 
@@ -71,47 +69,6 @@ STAGES = ("alarm", "plan", "ves")
 RETENTION = StreamRetention(max_len=100_000, max_age=timedelta(hours=6))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def private_redis(directory: Path) -> Iterator[str]:
-    """A redis-server of our own on a free port (the stream names are fixed: sharing one would mix runs)."""
-    port = free_port()
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(directory)], stdout=subprocess.DEVNULL)
-    try:
-        for _ in range(100):
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.1):
-                break
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-@contextlib.contextmanager
-def private_schema(sql_url: str) -> Iterator[str]:
-    """A PostgreSQL schema of our own, migrated, dropped afterwards."""
-    admin = make_engine(sql_url)
-    schema = f"bench_{uuid.uuid4().hex[:12]}"
-    with admin.begin() as c:
-        c.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    url = make_url(sql_url).update_query_dict({"options": f"-csearch_path={schema}"})
-    text = url.render_as_string(hide_password=False)
-    engine = make_engine(text)
-    upgrade(engine)
-    engine.dispose()
-    try:
-        yield text
-    finally:
-        with admin.begin() as c:
-            c.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.dispose()
 
 
 def wind_rules(path: Path) -> dict[str, Any]:
@@ -421,7 +378,7 @@ def main() -> None:
         shipped = wind_rules(rules)
         with contextlib.ExitStack() as stack:
             redis_url = stack.enter_context(private_redis(work))
-            sql_url = (stack.enter_context(private_schema(args.sql_url)) if args.sql_url
+            sql_url = (stack.enter_context(own_schema(args.sql_url, "bench")) if args.sql_url
                        else f"sqlite:///{work / 'opdb.sqlite'}")
             new = asyncio.run(distributed(work, redis_url, sql_url, rules, cycles))
         base = [] if args.no_baseline else asyncio.run(embedded(work, rules, cycles))

@@ -18,8 +18,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,18 +38,13 @@ from skyops.bus import Bus, StreamRetention, open_redis
 from skyops.codec import encode_alarm_events, encode_samples
 from skyops.records import AlarmEvent, AlarmSeverity, SampleBatch
 from skyops.streams import ALARM_EVENTS, MON_SAMPLES
+from tests.support.servers import free_port, private_redis
 
 RET = StreamRetention(max_len=100_000, max_age=timedelta(hours=1))
 USER, PASSWORD = "bench", "bench-password-123"
 SAMPLE_POINTS_PER_CLIENT = 200
 ALARM_QUERY = "subscription { alarmEvents { seq event { alarmId seq severity reason time attributes } } }"
 HERE = Path(__file__).resolve()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def point_names(n: int) -> list[str]:
@@ -410,23 +403,6 @@ async def run_config(args: argparse.Namespace, *, redis_url: str | None, fanout:
         seconds=seconds,
         server_cpu_s=cpu1 - cpu0,
     )
-
-
-@contextlib.contextmanager
-def private_redis() -> Any:
-    """A redis-server of our own on a free port (the shared one on 6379 carries other people's streams)."""
-    port = free_port()
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no"], stdout=subprocess.DEVNULL)
-    try:
-        for _ in range(100):
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.1):
-                break
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def cpu_per_message(run: RunResult) -> float:

@@ -32,7 +32,6 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from sqlalchemy import make_url
 
 from config_db.monitoring import retention_classes
 from deploy.clocks import AnchoredClock
@@ -43,7 +42,7 @@ from planner.service import night_of
 from skyops import codec
 from skyops.archive.cassandra import CassandraArchive
 from skyops.messages import ConsequenceKind, PlanEvent
-from skyops.opdb import make_engine, make_sessionmaker, upgrade
+from skyops.opdb import make_engine, make_sessionmaker
 from skyops.records import AlarmSeverity
 from skyops.streams import ALARM_EVENTS, MON_SAMPLES
 from tests.support.processes import (
@@ -55,7 +54,7 @@ from tests.support.processes import (
     plan_events,
     wait_for,
 )
-from tests.support.servers import free_port
+from tests.support.servers import free_port, own_schema
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.timeout(600)]
 WIND_ALARM = "WindPointing.NTT:1"
@@ -115,21 +114,8 @@ def keyspace(cassandra_hosts: list[str]) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def sql_url(postgres_url: str) -> Iterator[str]:
     """A PostgreSQL schema of this module's own, migrated once before the processes start, dropped after."""
-    admin = make_engine(postgres_url)
-    schema = f"e2e_{uuid.uuid4().hex[:12]}"
-    with admin.begin() as c:
-        c.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    url = make_url(postgres_url).update_query_dict({"options": f"-csearch_path={schema}"})
-    text = url.render_as_string(hide_password=False)
-    engine = make_engine(text)
-    upgrade(engine)
-    engine.dispose()
-    try:
-        yield text
-    finally:
-        with admin.begin() as c:
-            c.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.dispose()
+    with own_schema(postgres_url, "e2e") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

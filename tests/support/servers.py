@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
+import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from sqlalchemy import make_url
+
+from skyops.opdb import make_engine, upgrade
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "deploy" / "scripts"
@@ -19,6 +27,45 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def private_redis(directory: Path | None = None) -> Iterator[str]:
+    """A throw-away redis-server on a free port (no persistence), for benches whose stream names are fixed."""
+    port = free_port()
+    cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    if directory is not None:
+        cmd += ["--dir", str(directory)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.1):
+                break
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@contextlib.contextmanager
+def own_schema(sql_url: str, prefix: str) -> Iterator[str]:
+    """A PostgreSQL schema of our own (`prefix_<random>`), migrated; its URL, and the schema dropped afterwards."""
+    admin = make_engine(sql_url)
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with admin.begin() as c:
+        c.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    url = make_url(sql_url).update_query_dict({"options": f"-csearch_path={schema}"})
+    text = url.render_as_string(hide_password=False)
+    engine = make_engine(text)
+    upgrade(engine)
+    engine.dispose()
+    try:
+        yield text
+    finally:
+        with admin.begin() as c:
+            c.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.dispose()
 
 
 class ServerScriptError(RuntimeError):
