@@ -19,6 +19,7 @@ from sqlalchemy import Engine, inspect, make_url, text
 from skyops.opdb import make_engine, upgrade
 from skyops.opdb.engine import MIGRATION_LOCK_KEY, alembic_config, sqlite_lock_path
 from tests.support.opdb import BACKENDS, empty_engine
+from tests.support.races import at_once
 
 PROCESSES = 4
 DEADLINE_S = 120  # spawning 4 interpreters on a busy 2-core machine takes a while; a hang fails here
@@ -55,20 +56,7 @@ def _version_rows(engine: Engine) -> list[str]:
 @pytest.mark.timeout(DEADLINE_S + 60)
 def test_processes_upgrading_one_fresh_database_at_once_all_succeed(engine: Engine) -> None:
     url = engine.url.render_as_string(hide_password=False)
-    ctx = multiprocessing.get_context("spawn")  # no forked copies of this process's connections
-    barrier = ctx.Barrier(PROCESSES)
-    results: multiprocessing.Queue[str] = ctx.Queue()
-    procs = [ctx.Process(target=_migrate, args=(url, barrier, results), daemon=True) for _ in range(PROCESSES)]
-    try:
-        for p in procs:
-            p.start()
-        outcomes = [results.get(timeout=DEADLINE_S) for _ in procs]
-    finally:
-        for p in procs:
-            p.join(timeout=10)
-            if p.is_alive():
-                p.kill()
-                p.join()
+    outcomes = at_once(_migrate, (url,), processes=PROCESSES, deadline_s=DEADLINE_S)
 
     assert outcomes == ["ok"] * PROCESSES
     # Each branch head exactly once: no process migrated on top of another's half-done work.

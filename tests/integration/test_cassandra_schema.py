@@ -13,6 +13,7 @@ import pytest
 from cassandra.cluster import Cluster
 
 from skyops.archive.cassandra import CassandraArchive
+from tests.support.races import at_once
 
 pytestmark = pytest.mark.integration
 
@@ -85,22 +86,8 @@ async def _tables(archive: CassandraArchive) -> set[str]:
 async def test_two_processes_creating_one_fresh_keyspace_at_once_both_succeed(
     cassandra_hosts: list[str], keyspace: str
 ) -> None:
-    ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(PROCESSES)
-    results: multiprocessing.Queue[str] = ctx.Queue()
-    procs = [ctx.Process(target=_open_archive, args=(cassandra_hosts, keyspace, barrier, results), daemon=True)
-             for _ in range(PROCESSES)]
-    loop = asyncio.get_running_loop()
-    try:
-        for p in procs:
-            p.start()
-        outcomes = [await loop.run_in_executor(None, results.get, True, DEADLINE_S) for _ in procs]
-    finally:
-        for p in procs:
-            p.join(timeout=10)
-            if p.is_alive():
-                p.kill()
-                p.join()
+    outcomes = await asyncio.to_thread(at_once, _open_archive, (cassandra_hosts, keyspace), processes=PROCESSES,
+                                       deadline_s=DEADLINE_S)
 
     assert outcomes == ["ok"] * PROCESSES
     after = RecordingArchive(cassandra_hosts, keyspace=keyspace)

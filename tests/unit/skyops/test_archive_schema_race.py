@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from skyops.archive.sqlite import SqliteArchive
+from tests.support.races import at_once
 
 PROCESSES = 4
 DEADLINE_S = 120
@@ -36,20 +37,7 @@ def _open(path: str, barrier: Barrier, results: multiprocessing.Queue[str]) -> N
 @pytest.mark.timeout(DEADLINE_S + 60)
 def test_processes_opening_one_fresh_archive_file_at_once_all_succeed(tmp_path: Path) -> None:
     path = tmp_path / "var" / "archive.sqlite3"
-    ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(PROCESSES)
-    results: multiprocessing.Queue[str] = ctx.Queue()
-    procs = [ctx.Process(target=_open, args=(str(path), barrier, results), daemon=True) for _ in range(PROCESSES)]
-    try:
-        for p in procs:
-            p.start()
-        outcomes = [results.get(timeout=DEADLINE_S) for _ in procs]
-    finally:
-        for p in procs:
-            p.join(timeout=10)
-            if p.is_alive():
-                p.kill()
-                p.join()
+    outcomes = at_once(_open, (str(path),), processes=PROCESSES, deadline_s=DEADLINE_S)
 
     assert outcomes == ["ok"] * PROCESSES
     with sqlite3.connect(path) as db:
