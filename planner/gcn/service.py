@@ -153,14 +153,15 @@ class GcnTriggerService:
         if notice.retraction and not notice.test:
             retracted = self._retract(message, notice, now)
             if retracted is not None:
-                await self._changed(retracted, f"GCN {notice.source} {notice.event_id} retracted", now)
+                await self._changed(retracted.ob_id, f"GCN {notice.source} {notice.event_id} retracted", now)
                 return retracted
         existing = self._index.find(name=ob_name(notice), event_key=notice.key)
         if existing is not None and existing.setup.get(MESSAGE_KEY) == message.ref:
             # Judged before the criteria: by now the notice may be too old, yet its OB still needs its trigger.
             return await self._redelivered(message, notice, existing, now)
+        refined_reason = f"GCN {notice.source} {notice.event_id} position refined"
         if existing is not None and existing.setup.get(REFINED_KEY) == message.ref:
-            await self._changed(existing, f"GCN {notice.source} {notice.event_id} position refined", now)
+            await self._changed(existing.id, refined_reason, now)
             return Decision(message=message.ref, outcome=Outcome.REDELIVERED, event_key=notice.key, ob_id=existing.id,
                             detail=f"already refined OB {existing.id}; re-plan trigger published again")
         verdict = screen(notice, self._config.criteria, topic, now)
@@ -169,7 +170,7 @@ class GcnTriggerService:
         if existing is not None:
             refined = self._refine(message, notice, existing, now) if existing.state in LIVE_STATES else None
             if refined is not None:
-                await self._changed(existing, f"GCN {notice.source} {notice.event_id} position refined", now)
+                await self._changed(existing.id, refined_reason, now)
                 return refined
             detail = f"event {notice.key} already became OB {existing.id} ({existing.state.value})"
             return _rejected(message, notice, Verdict.no(Rejection.DUPLICATE, detail))
@@ -222,11 +223,10 @@ class GcnTriggerService:
             ob_id=ob.id,
         )
 
-    async def _changed(self, ob: ObPublic | Decision, reason: str, now: datetime) -> None:
+    async def _changed(self, ob_id: int | None, reason: str, now: datetime) -> None:
         """The planner re-plans from the store: a retracted OB leaves the plan, a refined one is placed anew."""
-        ob_id = ob.id if isinstance(ob, ObPublic) else ob.ob_id
-        trigger = PlanTrigger(kind="ob_change", ts=now, reason=reason[:500], ob_id=str(ob_id))
-        await self._bus.publish(self._triggers_stream, trigger.encode(), retention=self._retention)
+        await self._publish(PlanTrigger(kind="ob_change", ts=now, reason=reason[:500],
+                                        ob_id=None if ob_id is None else str(ob_id)))
 
     async def _redelivered(self, message: GcnMessage, notice: Notice, existing: ObPublic, now: datetime) -> Decision:
         # The OB was stored from this very message but its offset was never committed (a crash in between), so the
@@ -277,12 +277,10 @@ class GcnTriggerService:
         )
 
     async def _trigger(self, ob: ObPublic, notice: Notice, now: datetime) -> None:
-        trigger = PlanTrigger(
-            kind="too",
-            ts=now,
-            reason=f"GCN {notice.source} {notice.event_id}"[:500],
-            ob_id=str(ob.id),
-        )
+        await self._publish(PlanTrigger(kind="too", ts=now, reason=f"GCN {notice.source} {notice.event_id}"[:500],
+                                        ob_id=str(ob.id)))
+
+    async def _publish(self, trigger: PlanTrigger) -> None:
         await self._bus.publish(self._triggers_stream, trigger.encode(), retention=self._retention)
 
     async def _night(self, now: datetime) -> NightGrid:

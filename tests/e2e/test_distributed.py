@@ -51,6 +51,7 @@ from tests.support.processes import (
     fast_alarms,
     fast_monitoring,
     listening,
+    p2_ves,
     plan_events,
     wait_for,
 )
@@ -342,13 +343,6 @@ def close_dome_events(redis_url: str, since: datetime) -> list[PlanEvent]:
             and e.trigger.consequence is ConsequenceKind.CLOSE_DOME and e.trigger.alarm_id == HUMIDITY_ALARM]
 
 
-def ves_ids(p: Platform) -> list[int]:
-    login = httpx.post(f"{p.p2}/api/login", data={"username": "operator", "password": "p2-emulator"}, timeout=10)
-    ves = httpx.get(f"{p.p2}/api/v1/executionSequences/SOXS", timeout=10,
-                    headers={"Authorization": f"Bearer {login.json()['access_token']}"}).json()
-    return [int(e["obId"]) for e in ves]
-
-
 def test_tonight_is_planned_and_skyops_status_says_every_component_is_healthy(platform: Platform) -> None:
     p = platform
     first = wait_for("tonight's plan", lambda: next(iter(plan_events(p.redis_url)), None), p.procs, 180, period_s=0.5)
@@ -368,7 +362,7 @@ def test_tonight_is_planned_and_skyops_status_says_every_component_is_healthy(pl
 
 def test_wind_rise_alarm_replans_out_of_the_sector_and_rewrites_the_ves(platform: Platform) -> None:
     p = platform
-    wait_for("tonight's plan in P2's VES", lambda: ves_ids(p) or None, p.procs, 180, period_s=0.5)
+    wait_for("tonight's plan in P2's VES", lambda: p2_ves(p.p2) or None, p.procs, 180, period_s=0.5)
 
     def exposing() -> int | None:
         latest = {v["point"]: v["value"] for v in graphql(
@@ -380,7 +374,7 @@ def test_wind_rise_alarm_replans_out_of_the_sector_and_rewrites_the_ves(platform
     # The telescope executes the VES: the executor slews it and exposes the first observable OB.
     def exposing_an_ob_of_the_ves() -> bool | None:
         ob = exposing()
-        return True if ob is not None and ob in ves_ids(p) else None
+        return True if ob is not None and ob in p2_ves(p.p2) else None
 
     wait_for("the telescope exposing an OB of the VES", exposing_an_ob_of_the_ves, p.procs, 180, period_s=0.5)
 
@@ -424,7 +418,7 @@ def test_wind_rise_alarm_replans_out_of_the_sector_and_rewrites_the_ves(platform
         assert change.alarm_id == WIND_ALARM
         # What P2 holds is the newest sequence the sync wrote (this one, or a later re-plan's once it is written).
         wait_for("P2's VES to be the newest sequence written",
-                 lambda: True if ves_ids(p) == [int(i) for i in ves_history()[0].after] else None, p.procs, 30,
+                 lambda: True if p2_ves(p.p2) == [int(i) for i in ves_history()[0].after] else None, p.procs, 30,
                  period_s=0.5)
 
         def seen() -> bool | None:

@@ -18,7 +18,7 @@ from planner.service import night_of
 from skyops.archive.cassandra import CassandraArchive
 from skyops.opdb import make_engine, upgrade
 from tests.faults import harness
-from tests.support.processes import Processes, fast_alarms, fast_monitoring, listening, wait_for
+from tests.support.processes import Processes, fast_alarms, fast_monitoring, listening, p2_ves, wait_for
 from tests.support.servers import OwnCassandra, OwnRedis
 
 
@@ -91,7 +91,7 @@ def platform(fault_servers: FaultServers, postgres_url: str,
                      period_s=0.2)
         for name in procs.commands.keys() - set(harness.SIMULATORS):  # at once: each spends seconds importing
             procs.start(name)
-        wait_for("tonight's plan in P2's VES", lambda: True if harness.p2_ves(s) else None, procs, 240,
+        wait_for("tonight's plan in P2's VES", lambda: True if p2_ves(s.p2) else None, procs, 240,
                  period_s=0.5)
         for name, (stream, group) in harness.CONSUMER_GROUPS.items():
             wait_for(f"{name}'s group {group} on {stream}", harness.lag_of(s, stream, group), procs, 120,

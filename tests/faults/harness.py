@@ -31,7 +31,7 @@ from skyops.messages import PlanEvent, PlanTrigger
 from skyops.records import AlarmEvent
 from skyops.streams import ALARM_EVENTS, LOG_RECORDS, MON_SAMPLES, PLAN_EVENTS, PLAN_TRIGGERS
 from skyops.timeutil import SystemClock, from_us, to_us
-from tests.support.processes import plan_events
+from tests.support.processes import p2_ves, plan_events
 from tests.support.servers import free_port
 
 LOG_SOURCE = "faultsuite"
@@ -327,13 +327,6 @@ def caught_up(s: Scenario, stream: str, group: str) -> Callable[[], bool | None]
     return lambda: True if group_lag(s.redis_url, stream, group) == 0 else None
 
 
-def p2_ves(s: Scenario) -> list[int]:
-    login = httpx.post(f"{s.p2}/api/login", data={"username": "operator", "password": "p2-emulator"}, timeout=10)
-    ves = httpx.get(f"{s.p2}/api/v1/executionSequences/SOXS", timeout=10,
-                    headers={"Authorization": f"Bearer {login.json()['access_token']}"}).json()
-    return [int(e["obId"]) for e in ves]
-
-
 def ves_ledger(s: Scenario) -> Ledger:
     """The newest plan reached P2: the sync recorded it, and P2's VES is the sequence it wrote."""
     from skyops.opdb import make_engine, make_sessionmaker
@@ -349,8 +342,8 @@ def ves_ledger(s: Scenario) -> Ledger:
     if not events or not history:
         ledger.problems.append(f"{len(events)} plan events, {len(history)} VES changes")
         return ledger
-    if [int(i) for i in history[0].after] != p2_ves(s):
-        ledger.problems.append(f"P2's VES {p2_ves(s)} is not the last one written {history[0].after}")
+    if [int(i) for i in history[0].after] != p2_ves(s.p2):
+        ledger.problems.append(f"P2's VES {p2_ves(s.p2)} is not the last one written {history[0].after}")
     ledger.counts["plan_events"] = len(events)
     ledger.counts["ves_changes"] = len(history)
     return ledger

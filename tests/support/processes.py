@@ -132,6 +132,14 @@ def heartbeat_pids(redis_url: str) -> set[int]:
     return {b.pid for b in beats if b.state == "running"}
 
 
+def p2_ves(p2_url: str) -> list[int]:
+    """The operator's VES in the P2 emulator at `p2_url`: its P2 OB ids, in order."""
+    login = httpx.post(f"{p2_url}/api/login", data={"username": "operator", "password": "p2-emulator"}, timeout=10)
+    ves = httpx.get(f"{p2_url}/api/v1/executionSequences/SOXS", timeout=10,
+                    headers={"Authorization": f"Bearer {login.json()['access_token']}"}).json()
+    return [int(e["obId"]) for e in ves]
+
+
 def plan_events(redis_url: str) -> list[PlanEvent]:
     """Every plan published on the platform's `plan.events`, oldest first."""
     client = redis.Redis.from_url(redis_url)
